@@ -1,0 +1,110 @@
+"""Convolutional building blocks shared by every AdaCode network (spec §2).
+
+Every array is NHWC. Module names follow the official PyTorch state-dict names segment for
+segment (``conv.0.norm``, ``block.1`` ...), so ``".".join(path)`` of a Flax parameter is the
+official key; :mod:`adacode_jax.convert` relies on that.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+Dtype = Any
+
+# Official channel table C[r], keyed by the resolution a 256x256 image has at that level.
+CHANNELS = {8: 256, 16: 256, 32: 256, 64: 256, 128: 128, 256: 64, 512: 32}
+
+
+def torch_conv(features: int, kernel: int, *, stride: int = 1, padding: int | None = None,
+               use_bias: bool = True, dtype: Dtype = jnp.float32,
+               param_dtype: Dtype = jnp.float32, name: str | None = None) -> nn.Conv:
+    """A conv with PyTorch's symmetric explicit padding (default ``kernel // 2``).
+
+    With explicit padding the output size is ``floor((n + 2p - k) / s) + 1``, exactly as in
+    torch: the k4/p1 ``in_conv`` shrinks by one pixel and k3/s2/p1 maps n to ceil(n / 2).
+    """
+    p = kernel // 2 if padding is None else padding
+    return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
+                   padding=((p, p), (p, p)), use_bias=use_bias, dtype=dtype,
+                   param_dtype=param_dtype, name=name)
+
+
+def upsample_nearest(x: jnp.ndarray, factor: int = 2) -> jnp.ndarray:
+    """``nn.Upsample(scale_factor=2, mode='nearest')`` for NHWC."""
+    return jnp.repeat(jnp.repeat(x, factor, axis=1), factor, axis=2)
+
+
+class NormLayer(nn.Module):
+    """GroupNorm(32 groups, eps 1e-6), stored as ``<name>.norm`` like the official NormLayer."""
+
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        # Two-pass variance, as torch computes it: E[x^2] - E[x]^2 loses digits in float32.
+        return nn.GroupNorm(num_groups=32, epsilon=1e-6, use_fast_variance=False,
+                            dtype=self.dtype, param_dtype=self.param_dtype, name="norm")(x)
+
+
+class ResBlock(nn.Module):
+    """Pre-activation residual block ``x + conv(act(gn(conv(act(gn(x))))))`` (spec §2).
+
+    Submodule names are the official ``conv.{0,2,3,5}`` indices; 1 and 4 are the SiLUs.
+    """
+
+    channels: int
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        h = NormLayer(**kw, name="conv.0")(x)
+        h = torch_conv(self.channels, 3, **kw, name="conv.2")(nn.silu(h))
+        h = NormLayer(**kw, name="conv.3")(h)
+        h = torch_conv(self.channels, 3, **kw, name="conv.5")(nn.silu(h))
+        return x + h
+
+
+class DownStage(nn.Module):
+    """``[Conv k3 s2 p1, ResBlock, ResBlock]``: halves H and W (ceil) and maps cin to ``out``."""
+
+    out: int
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        x = torch_conv(self.out, 3, stride=2, **kw, name="0")(x)
+        x = ResBlock(self.out, **kw, name="1")(x)
+        return ResBlock(self.out, **kw, name="2")(x)
+
+
+class UpStage(nn.Module):
+    """``[Upsample x2 nearest, Conv k3, ResBlock, ResBlock]`` (the official DecoderBlock).
+
+    ``prefix`` is ``"block."`` inside the decoder (``decoder_group.i.block.1``) and empty in
+    the LQ encoder's upsamplers (``multiscale_encoder.blocks.j.1``).
+    """
+
+    out: int
+    prefix: str = ""
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        x = upsample_nearest(x)
+        x = torch_conv(self.out, 3, **kw, name=f"{self.prefix}1")(x)
+        x = ResBlock(self.out, **kw, name=f"{self.prefix}2")(x)
+        return ResBlock(self.out, **kw, name=f"{self.prefix}3")(x)
+
+
+Conv1x1 = functools.partial(torch_conv, kernel=1)
+Conv3x3 = functools.partial(torch_conv, kernel=3)
