@@ -172,7 +172,8 @@ class AdaCodeNet(nn.Module):
 
         ``gt_indices`` / ``force_indices``: (K, B, h, w) integer code indices; the first
         switches the codebook loss to the stage III form, the second overrides the argmin.
-        aux: ``indices`` (K, B, h, w), ``weight_maps`` (B, h, w, K; not for stage I),
+        aux: ``indices`` (K, B, h, w) the codes used, ``nearest_indices`` (only when forced:
+        the argmin codes), ``weight_maps`` (B, h, w, K; not for stage I),
         ``feat_before_quant`` and ``feat_before_decoder`` (B, h, w, 256), ``codebook_loss``,
         and ``semantic_feat`` (B, h, w, 512) with ``use_semantic_loss``.
         """
@@ -189,14 +190,14 @@ class AdaCodeNet(nn.Module):
             f, shortcuts = feats[-1], []
         cb_ch = chan[self.codebook_scale]
 
-        mixed, indices, loss, semantic = 0.0, [], 0.0, None
+        mixed, indices, nearest, loss, semantic = 0.0, [], [], 0.0, None
         weights = None
         if not self.single_codebook:
             weights = WeightPredictor(k_books, self.weight_softmax, self._swin(), **kw,
                                       name="weight_predictor")(f)
         for k, (n_e, e_dim) in enumerate(self.codebooks):
             z = torch_conv(e_dim, 1, **kw, name=f"before_quant_group.{k}")(f)
-            z_q, l_k, idx = VectorQuantizer(n_e, e_dim, name=f"quantize_group.{k}")(
+            z_q, l_k, idx, near = VectorQuantizer(n_e, e_dim, name=f"quantize_group.{k}")(
                 z, gt_indices=None if gt_indices is None else gt_indices[k],
                 force_indices=None if force_indices is None else force_indices[k])
             if self.single_codebook:
@@ -209,6 +210,7 @@ class AdaCodeNet(nn.Module):
                 a = torch_conv(cb_ch, 3, **kw, name=f"after_quant_group.{k}")(z_q.astype(self.dtype))
                 mixed = mixed + weights[..., k:k + 1].astype(self.dtype) * a
             indices.append(idx)
+            nearest.append(near)
             loss = loss + l_k
 
         h = mixed
@@ -223,6 +225,8 @@ class AdaCodeNet(nn.Module):
         aux = {"indices": jnp.stack(indices), "feat_before_quant": f.astype(jnp.float32),
                "feat_before_decoder": jnp.asarray(mixed).astype(jnp.float32),
                "codebook_loss": loss}
+        if force_indices is not None:
+            aux["nearest_indices"] = jnp.stack(nearest)
         if weights is not None:
             aux["weight_maps"] = weights
         if semantic is not None:

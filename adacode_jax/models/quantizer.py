@@ -44,8 +44,9 @@ def lookup(indices: jnp.ndarray, codebook: jnp.ndarray) -> jnp.ndarray:
 class VectorQuantizer(nn.Module):
     """``n_e`` codes of size ``e_dim`` (param ``embedding``, the official (n_e, e_dim) layout).
 
-    Returns ``(z_q, loss, indices)``: ``z_q`` (B, h, w, e_dim) float32 with the
-    straight-through gradient ``z + sg(z_q − z)``; indices (B, h, w) int32.
+    Returns ``(z_q, loss, indices, nearest)``: ``z_q`` (B, h, w, e_dim) float32 with the
+    straight-through gradient ``z + sg(z_q − z)``; ``indices`` (B, h, w) int32, the codes
+    used; ``nearest`` the argmin codes (equal to ``indices`` unless forced).
 
     ``loss`` without ``gt_indices``: ``mean((z_q − sg z)²) + β·mean((sg z_q − z)²)``.
     With ``gt_indices`` (stage III): ``β·mean((sg z_gt − z)²) + gram(z, sg z_gt)`` with
@@ -61,10 +62,8 @@ class VectorQuantizer(nn.Module):
     def __call__(self, z, *, gt_indices=None, force_indices=None):
         e = self.param("embedding", _uniform_sym(self.n_e), (self.n_e, self.e_dim), jnp.float32)
         z = z.astype(jnp.float32)
-        if force_indices is None:
-            indices, _ = nearest_code(jax.lax.stop_gradient(z), e)
-        else:
-            indices = force_indices
+        nearest, _ = nearest_code(jax.lax.stop_gradient(z), e)
+        indices = nearest if force_indices is None else force_indices
         z_q = lookup(indices, e)
         if gt_indices is not None:
             z_gt = jax.lax.stop_gradient(lookup(gt_indices, e))
@@ -73,7 +72,7 @@ class VectorQuantizer(nn.Module):
             loss = (jnp.mean((z_q - jax.lax.stop_gradient(z)) ** 2)
                     + self.beta * jnp.mean((jax.lax.stop_gradient(z_q) - z) ** 2))
         z_q = z + jax.lax.stop_gradient(z_q - z)
-        return z_q, loss, indices.astype(jnp.int32)
+        return z_q, loss, indices.astype(jnp.int32), nearest.astype(jnp.int32)
 
 
 def _uniform_sym(n_e: int):
