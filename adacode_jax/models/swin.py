@@ -27,17 +27,25 @@ def relative_position_index(window: int) -> np.ndarray:
 
 
 def window_partition(x: jnp.ndarray, window: int) -> jnp.ndarray:
-    """(B, H, W, C) -> (B·nW, window², C), windows row-major as in torch."""
+    """(B, H, W, C) -> (B, nW, window², C), windows row-major as in torch.
+
+    The batch axis stays separate and each reshape splits or merges one axis at a time, so a
+    batch-sharded array needs no resharding under explicit mesh axes.
+    """
     b, h, w, c = x.shape
-    x = x.reshape(b, h // window, window, w // window, window, c)
-    return x.transpose(0, 1, 3, 2, 4, 5).reshape(-1, window * window, c)
+    nh, nw = h // window, w // window
+    x = x.reshape(b, nh, window, w, c).reshape(b, nh, window, nw, window, c)
+    x = x.transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(b, nh * nw, window, window, c).reshape(b, nh * nw, window * window, c)
 
 
 def window_reverse(windows: jnp.ndarray, window: int, h: int, w: int) -> jnp.ndarray:
-    """Inverse of :func:`window_partition`."""
-    c = windows.shape[-1]
-    x = windows.reshape(-1, h // window, w // window, window, window, c)
-    return x.transpose(0, 1, 3, 2, 4, 5).reshape(-1, h, w, c)
+    """Inverse of :func:`window_partition`: (B, nW, window², C) -> (B, H, W, C)."""
+    b, _, _, c = windows.shape
+    nh, nw = h // window, w // window
+    x = windows.reshape(b, nh * nw, window, window, c).reshape(b, nh, nw, window, window, c)
+    x = x.transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(b, h, nw, window, c).reshape(b, h, w, c)
 
 
 def shifted_window_mask(h: int, w: int, window: int, shift: int) -> np.ndarray:
@@ -49,7 +57,7 @@ def shifted_window_mask(h: int, w: int, window: int, shift: int) -> np.ndarray:
         for ws in spans:
             img[:, hs, ws, :] = cnt
             cnt += 1
-    mw = np.asarray(window_partition(img, window))[..., 0]        # (nW, N)
+    mw = np.asarray(window_partition(img, window))[0, ..., 0]     # (nW, N)
     diff = mw[:, None, :] - mw[:, :, None]
     return np.where(diff != 0, -100.0, 0.0).astype(np.float32)
 
@@ -65,22 +73,22 @@ class WindowAttention(nn.Module):
 
     @nn.compact
     def __call__(self, x, mask=None):
-        bw, n, c = x.shape
+        """x: (B, nW, N, C) windows; mask: (nW, N, N) additive, or None."""
+        b, nw, n, c = x.shape
         hd = c // self.heads
         table = self.param("relative_position_bias_table", nn.initializers.truncated_normal(0.02),
                            ((2 * self.window - 1) ** 2, self.heads), self.param_dtype)
         qkv = nn.Dense(3 * c, dtype=self.dtype, param_dtype=self.param_dtype, name="qkv")(x)
-        qkv = qkv.reshape(bw, n, 3, self.heads, hd).transpose(2, 0, 3, 1, 4)
-        q, k, v = qkv[0] * (hd ** -0.5), qkv[1], qkv[2]
-        attn = jnp.einsum("bhnd,bhmd->bhnm", q, k)
+        # channel layout of qkv is (3, heads, head_dim), as torch's reshape(B_, N, 3, nH, hd)
+        qkv = qkv.reshape(b, nw, n, 3, c).reshape(b, nw, n, 3, self.heads, hd)
+        q, k, v = qkv[:, :, :, 0] * (hd ** -0.5), qkv[:, :, :, 1], qkv[:, :, :, 2]
+        attn = jnp.einsum("bwnhd,bwmhd->bwhnm", q, k)
         bias = table[relative_position_index(self.window).reshape(-1)]
-        attn = attn + bias.reshape(n, n, self.heads).transpose(2, 0, 1)[None].astype(attn.dtype)
+        attn = attn + bias.reshape(n, n, self.heads).transpose(2, 0, 1).astype(attn.dtype)
         if mask is not None:
-            nw = mask.shape[0]
-            attn = attn.reshape(bw // nw, nw, self.heads, n, n) + mask[None, :, None].astype(attn.dtype)
-            attn = attn.reshape(bw, self.heads, n, n)
+            attn = attn + mask[:, None].astype(attn.dtype)
         attn = nn.softmax(attn.astype(jnp.float32), axis=-1).astype(self.dtype)
-        out = jnp.einsum("bhnm,bhmd->bnhd", attn, v).reshape(bw, n, c)
+        out = jnp.einsum("bwhnm,bwmhd->bwnhd", attn, v).reshape(b, nw, n, c)
         return nn.Dense(c, dtype=self.dtype, param_dtype=self.param_dtype, name="proj")(out)
 
 
