@@ -166,7 +166,8 @@ class LPIPS(nn.Module):
             return trunk(img.astype(self.dtype))
 
         # Two trunk calls rather than one on concat([x, y]): the same FLOPs, and identical inputs
-        # then give bit-identical features, so LPIPS(x, x) is exactly 0.
+        # give bit-identical features. (Under jit, the fused channel-norm may still round one ulp
+        # differently for the two, so LPIPS(x, x) is ~1e-16 there; it is 0 when run eagerly.)
         total = jnp.zeros((x.shape[0],), jnp.float32)
         for i, (fx, fy) in enumerate(zip(taps(x), taps(y))):
             diff = jnp.square(_unit_normalise(fx.astype(jnp.float32)) - _unit_normalise(fy.astype(jnp.float32)))
@@ -313,7 +314,8 @@ def _vgg19_params_from_state_dict(sd: dict[str, np.ndarray], source: str) -> tup
             params[name] = {"kernel": _hwio(w), "bias": sd[f"{keras}_b"].astype(np.float32)}
         return params, "caffe"
     if "features.0.weight" in sd:
-        params = {name: {"kernel": _hwio(sd[f"features.{i}.weight"]), "bias": sd[f"features.{i}.bias"].astype(np.float32)}
+        params = {name: {"kernel": _hwio(sd[f"features.{i}.weight"]),
+                         "bias": sd[f"features.{i}.bias"].astype(np.float32)}
                   for name, i in zip(names, _TORCHVISION_VGG19_CONVS)}
         return params, "imagenet"
     # BasicSR ``VGGFeatureExtractor`` (e.g. ``vgg_feat_extractor.vgg_net.conv1_1.weight`` in a

@@ -319,7 +319,7 @@ def _materialise(obj: Any) -> Any:
     return obj
 
 
-def read_checkpoint(path: str | os.PathLike) -> Any:
+def load(path: str | os.PathLike) -> Any:
     """The object ``torch.load(path)`` would return, with every tensor as a numpy array.
 
     Args:
@@ -369,7 +369,7 @@ def read_state_dict(path: str | os.PathLike, *, key: str | None = None) -> dict[
       dot-joined names (nested dicts and lists flattened) → arrays, in file order. Non-array
       leaves (numbers, strings, None) are left out.
     """
-    obj = read_checkpoint(path)
+    obj = load(path)
     if key is not None:
         if not isinstance(obj, Mapping) or key not in obj:
             found = list(obj) if isinstance(obj, Mapping) else type(obj).__name__

@@ -57,7 +57,7 @@ def test_round_trip_matches_torch(tmp_path, zip_format):
         assert got.shape == want.shape, name
         assert got.flags.c_contiguous, name
         np.testing.assert_array_equal(got.astype(np.float64), want.astype(np.float64), err_msg=name)
-    whole = torchzip.read_checkpoint(path)
+    whole = torchzip.load(path)
     assert whole["iter"] == 12
     assert torchzip.flatten(whole)["params.base"].shape == (4, 6)
     with pytest.raises(KeyError, match="params_ema"):
@@ -79,15 +79,15 @@ def test_refuses_modules_and_non_torch_files(tmp_path):
     module_path = tmp_path / "module.pth"
     torch.save(torch.nn.Linear(2, 2), module_path)
     with pytest.raises(pickle.UnpicklingError, match="torch.nn.modules.linear.Linear"):
-        torchzip.read_checkpoint(module_path)
+        torchzip.load(module_path)
     plain = tmp_path / "plain.pkl"
     plain.write_bytes(pickle.dumps({"a": 1}))
     with pytest.raises(ValueError, match="not a file written by torch.save"):
-        torchzip.read_checkpoint(plain)
+        torchzip.load(plain)
     noise = tmp_path / "noise.bin"
     noise.write_bytes(bytes(range(256)) * 4)
     with pytest.raises(ValueError, match="not a file written by torch.save"):
-        torchzip.read_checkpoint(noise)
+        torchzip.load(noise)
 
 
 def test_truncated_legacy_file_is_reported(tmp_path):
@@ -96,4 +96,4 @@ def test_truncated_legacy_file_is_reported(tmp_path):
     data = path.read_bytes()
     path.write_bytes(data[:-100])
     with pytest.raises(ValueError, match="truncated"):
-        torchzip.read_checkpoint(path)
+        torchzip.load(path)
