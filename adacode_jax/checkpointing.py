@@ -1,5 +1,8 @@
 """Orbax I/O for inference variables: a network's config (JSON) beside its variables.
 
+Inference checkpoints (converted official weights, training exports) and the training run's
+``CheckpointManager`` wrapper.
+
 Layout of a converted or exported directory::
 
     DIR/model.json      {"model": <model ConfigDict as a dict>, "source": ...}
@@ -25,12 +28,15 @@ def save_inference(directory: str, model_cfg: ml_collections.ConfigDict, variabl
     """Write ``variables`` and ``model_cfg`` under ``directory`` (created; replaced if present)."""
     directory = os.path.abspath(directory)
     os.makedirs(directory, exist_ok=True)
+    # jax arrays go to Orbax as they are: sharded (multi-host) arrays are written by every host.
     with ocp.StandardCheckpointer() as ckptr:
         ckptr.save(os.path.join(directory, VARIABLES_DIR),
-                   jax.tree.map(np.asarray, variables), force=True)
-    meta = {"model": model_cfg.to_dict(), **(extra or {})}
-    with open(os.path.join(directory, MODEL_JSON), "w") as f:
-        json.dump(meta, f, indent=2, sort_keys=True)
+                   jax.tree.map(lambda a: a if isinstance(a, jax.Array) else np.asarray(a), variables),
+                   force=True)
+    if jax.process_index() == 0:
+        meta = {"model": json.loads(model_cfg.to_json()), **(extra or {})}
+        with open(os.path.join(directory, MODEL_JSON), "w") as f:
+            json.dump(meta, f, indent=2, sort_keys=True)
     return directory
 
 
@@ -47,3 +53,56 @@ def load_inference(directory: str):
     with ocp.StandardCheckpointer() as ckptr:
         variables = ckptr.restore(os.path.join(directory, VARIABLES_DIR))
     return ml_collections.ConfigDict(meta["model"]), variables, meta
+
+
+# ---- training checkpoints ----------------------------------------------------------------
+
+class RunCheckpoints:
+    """The one Orbax ``CheckpointManager`` of a training run.
+
+    Each step directory holds three items: ``state`` (the :class:`~adacode_jax.steps.TrainState`
+    pytree, restored onto the current mesh's shardings, whatever the device count at save
+    time), ``data`` (the Grain iterator position, one JSON per host) and ``config`` (JSON).
+    """
+
+    def __init__(self, directory: str, *, keep: int = 3, async_save: bool = True):
+        import grain  # noqa: F401  (registers grain's checkpoint handlers)
+
+        self.directory = os.path.abspath(directory)
+        self.manager = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                                 enable_async_checkpointing=async_save))
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def save(self, step: int, state, data_iterator, config: ml_collections.ConfigDict,
+             *, force: bool = False) -> bool:
+        import grain
+
+        args = ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                  data=grain.checkpoint.CheckpointSave(data_iterator),
+                                  config=ocp.args.JsonSave(json.loads(config.to_json())))
+        return self.manager.save(step, args=args, force=force)
+
+    def restore(self, step: int, abstract_state, data_iterator):
+        """The saved state (with the shardings of ``abstract_state``); moves the iterator."""
+        import grain
+
+        args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
+                                  data=grain.checkpoint.CheckpointRestore(data_iterator))
+        restored = self.manager.restore(step, args=args)
+        return restored["state"]
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+
+def abstract_like(tree):
+    """ShapeDtypeStructs (with shardings) of a pytree of jax arrays: a restore target."""
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)

