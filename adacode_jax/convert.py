@@ -118,7 +118,7 @@ def infer_config(sd: Mapping[str, np.ndarray], kind: str) -> ml_collections.Conf
     cfg = models.model_config(kind)
     if kind == "disc":
         return cfg
-    books = [list(v.shape) for k, v in sd.items() if "quantize_group" in k]
+    books = tuple(tuple(v.shape) for k, v in sd.items() if "quantize_group" in k)
     if books:
         cfg.codebooks = books
     if kind == "stage1" and any(k.startswith("conv_semantic.") for k in sd):
@@ -149,7 +149,7 @@ def _check_buffer(key: str, value: np.ndarray, window: int) -> str | None:
     elif key.endswith(".attn_mask"):
         n = value.shape[0]
         side = int(round(np.sqrt(n))) * window
-        ok = np.array_equal(value, shifted_window_mask(side, side, window, window // 2))
+        ok = np.array_equal(value, np.asarray(shifted_window_mask(side, side, window, window // 2)))
     elif key == "contrast_cri.temperature":
         ok = np.allclose(value, 0.5)
     elif key == "contrast_cri.negatives_mask":

@@ -48,18 +48,19 @@ def window_reverse(windows: jnp.ndarray, window: int, h: int, w: int) -> jnp.nda
     return x.reshape(b, h, nw, window, c).reshape(b, h, w, c)
 
 
-def shifted_window_mask(h: int, w: int, window: int, shift: int) -> np.ndarray:
-    """(nW, window², window²) additive mask: 0 inside a region, −100 across regions."""
-    img = np.zeros((1, h, w, 1), np.float32)
-    cnt = 0
-    spans = (slice(0, -window), slice(-window, -shift), slice(-shift, None))
-    for hs in spans:
-        for ws in spans:
-            img[:, hs, ws, :] = cnt
-            cnt += 1
-    mw = np.asarray(window_partition(img, window))[0, ..., 0]     # (nW, N)
-    diff = mw[:, None, :] - mw[:, :, None]
-    return np.where(diff != 0, -100.0, 0.0).astype(np.float32)
+def shifted_window_mask(h, w, window: int, shift: int) -> jnp.ndarray:
+    """(nW, window², window²) additive mask: 0 inside a region, −100 across regions.
+
+    The regions are the official slices (0, −window), (−window, −shift), (−shift, end) along
+    each axis. Built with jnp from iotas, so it also works for symbolic H, W (jax.export).
+    """
+    def region(n):
+        i = jnp.arange(n)
+        return (i >= n - window).astype(jnp.int32) + (i >= n - shift).astype(jnp.int32)
+
+    ids = region(h)[:, None] * 3 + region(w)[None, :]
+    mw = window_partition(ids[None, :, :, None], window)[0, ..., 0]     # (nW, N)
+    return jnp.where(mw[:, None, :] != mw[:, :, None], -100.0, 0.0).astype(jnp.float32)
 
 
 class WindowAttention(nn.Module):
@@ -115,7 +116,7 @@ class SwinBlock(nn.Module):
         mask = None
         if self.shift:
             y = jnp.roll(y, (-self.shift, -self.shift), axis=(1, 2))
-            mask = jnp.asarray(shifted_window_mask(h, w, self.window, self.shift))
+            mask = shifted_window_mask(h, w, self.window, self.shift)
         y = WindowAttention(self.dim, self.heads, self.window, **kw, name="attn")(
             window_partition(y, self.window), mask)
         y = window_reverse(y, self.window, h, w)
