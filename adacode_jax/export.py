@@ -1,0 +1,152 @@
+"""Export a restoration network for serving: inference-only parameters and StableHLO.
+
+    python -m adacode_jax.export --checkpoint CKPT [--task sr --scale 4] --output DIR
+
+writes
+
+* ``DIR/model.json`` + ``DIR/variables/``: the network config and **only** its ``params``
+  (Orbax, :mod:`adacode_jax.checkpointing`); ``Restorer.from_checkpoint(DIR)`` reads it;
+* ``DIR/restore.jax_exported``: a serialized :mod:`jax.export` artefact (StableHLO plus calling
+  convention) of ``restore(variables, x) -> y`` with x ``(b, h, w, 3)`` float32 RGB in [0, 1]
+  and y ``(b, s·h, s·w, 3)`` float32 clamped to [0, 1]: the official ``test()`` (mirror padding
+  to the pad multiple, forward, crop). Batch, height and width are **symbolic** (any
+  ``h, w >= pad_multiple``), unless ``--shape HxW`` fixes them; lowered for CPU, CUDA and TPU;
+* ``DIR/export.json``: what the function takes and returns, the platforms and versions.
+
+The parameters are arguments of the exported function, not constants inside it, so the
+artefact stays small (a few hundred kB) and is run as::
+
+    exported, variables, meta = load_export(DIR)
+    y = exported.call(variables, x)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any, Sequence
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from jax import export as jax_export
+
+from adacode_jax import checkpointing
+from adacode_jax import models
+from adacode_jax import restore as restore_lib
+
+EXPORT_FILE = "restore.jax_exported"
+META_FILE = "export.json"
+PLATFORMS = ("cpu", "cuda", "tpu")
+
+
+def restore_function(model: models.AdaCodeNet):
+    """``f(variables, x) -> y``: the official padded inference, clamped to [0, 1]."""
+    def restore(variables, x):
+        out, _ = model.apply(variables, x, method="restore_padded")
+        return jnp.clip(out, 0.0, 1.0)
+    return restore
+
+
+def input_spec(model: models.AdaCodeNet, shape: tuple[int, int] | None = None) -> jax.ShapeDtypeStruct:
+    """``(b, h, w, 3)`` float32 with symbolic b, h, w (h, w >= pad multiple), or fixed h, w."""
+    if shape is not None:
+        return jax.ShapeDtypeStruct((1, int(shape[0]), int(shape[1]), 3), jnp.float32)
+    m = int(model.pad_multiple)
+    # restore_padded mirrors at most one pad multiple, which must fit inside the image.
+    b, h, w = jax_export.symbolic_shape("b, h, w", constraints=(f"h >= {m}", f"w >= {m}"))
+    return jax.ShapeDtypeStruct((b, h, w, 3), jnp.float32)
+
+
+def export_restore(model: models.AdaCodeNet, variables: Any, *, shape: tuple[int, int] | None = None,
+                   platforms: Sequence[str] = PLATFORMS) -> jax_export.Exported:
+    """A :class:`jax.export.Exported` of :func:`restore_function` (parameters as arguments).
+
+    """
+    fn = jax.jit(restore_function(model))
+    params = {"params": variables["params"]}
+    return jax_export.export(fn, platforms=tuple(platforms))(params, input_spec(model, shape))
+
+
+def save_export(directory: str, cfg: ml_collections.ConfigDict, variables: Any,
+                exported: jax_export.Exported, *, source: str = "") -> dict[str, Any]:
+    """Write the three parts (see the module docstring); returns the metadata written."""
+    params = {"params": jax.tree.map(np.asarray, variables["params"])}
+    checkpointing.save_inference(directory, cfg, params,
+                                 extra={"source": source, "kind": cfg.kind, "inference_only": True})
+    with open(os.path.join(directory, EXPORT_FILE), "wb") as f:
+        f.write(exported.serialize())
+    model = models.build(cfg)
+    meta = {
+        "function": "restore(variables, x) -> y: official test() padding, forward, crop, clamp",
+        "input": {"shape": [str(d) for d in exported.in_avals[-1].shape], "dtype": "float32",
+                  "layout": "NHWC RGB in [0, 1]", "min_side": int(model.pad_multiple)},
+        "output": {"shape": [str(d) for d in exported.out_avals[0].shape], "dtype": "float32",
+                   "range": "[0, 1]"},
+        "scale": int(model.scale), "kind": cfg.kind, "compute_dtype": cfg.dtype,
+        "platforms": list(exported.platforms), "jax": jax.__version__, "flax": flax.__version__,
+        "calling_convention_version": exported.calling_convention_version,
+        "variables": "DIR/variables (Orbax, params only), passed as the first argument",
+        "source": source,
+    }
+    with open(os.path.join(directory, META_FILE), "w", encoding="utf-8") as f:
+        json.dump(meta, f, indent=2)
+    return meta
+
+
+def load_export(directory: str) -> tuple[jax_export.Exported, dict, dict[str, Any]]:
+    """``(exported, variables, meta)`` from a directory written by :func:`save_export`."""
+    path = os.path.join(directory, EXPORT_FILE)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} not found: export with `python -m adacode_jax.export`")
+    with open(path, "rb") as f:
+        exported = jax_export.deserialize(bytearray(f.read()))
+    _, variables, _ = checkpointing.load_inference(directory)
+    with open(os.path.join(directory, META_FILE), encoding="utf-8") as f:
+        meta = json.load(f)
+    return exported, {"params": variables["params"]}, meta
+
+
+def _shape_arg(text: str) -> tuple[int, int] | None:
+    if text == "symbolic":
+        return None
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--shape must be 'symbolic' or HxW, got {text!r}") from None
+    return h, w
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m adacode_jax.export", description=__doc__.split("\n")[0])
+    p.add_argument("--checkpoint", required=True, help="inference checkpoint dir or official .pth/.npz")
+    p.add_argument("--task", choices=restore_lib.TASKS, help="sr or inpaint (needed for .pth/.npz)")
+    p.add_argument("--scale", type=int, choices=restore_lib.SR_SCALES, help="SR factor (default 4)")
+    p.add_argument("--output", required=True, help="output directory (created)")
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                   help="compute dtype inside the exported function (parameters stay float32)")
+    p.add_argument("--shape", type=_shape_arg, default=None,
+                   help="'symbolic' (default) or HxW for a fixed input size")
+    p.add_argument("--platforms", default=",".join(PLATFORMS),
+                   help=f"comma-separated lowering platforms (default {','.join(PLATFORMS)})")
+    args = p.parse_args(argv)
+    try:
+        kind = restore_lib.requested_kind(args.checkpoint, args.task, args.scale)
+        cfg, variables, source = restore_lib.load_network(args.checkpoint, kind, task=args.task,
+                                                          dtype=args.dtype)
+        exported = export_restore(models.build(cfg), variables, shape=args.shape,
+                                  platforms=[s.strip() for s in args.platforms.split(",") if s.strip()])
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    meta = save_export(args.output, cfg, variables, exported, source=source)
+    print(f"exported {cfg.kind} ({cfg.dtype}) to {os.path.abspath(args.output)}: input "
+          f"{meta['input']['shape']} -> output {meta['output']['shape']}, platforms {meta['platforms']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

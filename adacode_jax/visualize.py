@@ -1,0 +1,106 @@
+"""Pictures of AdaCode's weight maps (the paper's Fig. 5), drawn with OpenCV and PIL.
+
+The K weight maps ``w_k`` (paper Eq. 6) live on the latent grid (input / 2 for ×4, / 4 for
+×2, / 8 for inpainting). They are unnormalised real numbers (no softmax, spec §3), so the
+picture shows the raw values on **one shared colour scale** (viridis, 1st to 99th percentile
+over all K maps, printed under the panels), which keeps the maps comparable with each other,
+plus a panel of the dominant codebook ``argmax_k w_k``.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+# Distinct colours (RGB) for the dominant-codebook panel; cycled past 8 codebooks.
+PALETTE = np.array([(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
+                    (145, 30, 180), (70, 240, 240), (240, 50, 230)], np.uint8)
+_LABEL_H = 18
+_GAP = 4
+
+
+def colorize(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """``(h, w)`` values -> ``(h, w, 3)`` uint8 RGB, viridis from ``lo`` to ``hi``."""
+    t = np.clip((np.asarray(x, np.float64) - lo) / max(hi - lo, 1e-12), 0.0, 1.0)
+    bgr = cv2.applyColorMap(np.round(t * 255).astype(np.uint8), cv2.COLORMAP_VIRIDIS)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _fit(h: int, w: int, panel: int) -> tuple[int, int]:
+    s = panel / max(h, w)
+    return max(1, round(h * s)), max(1, round(w * s))
+
+
+def weight_map_figure(image: np.ndarray, maps: np.ndarray, *, panel: int = 256,
+                      title: str | None = None, columns: int = 4) -> np.ndarray:
+    """A grid: the input, the K weight maps, the dominant codebook, and a colour bar.
+
+    Args:
+      image: ``(H, W, 3)`` RGB float in [0, 1] (or ``(H, W)`` grey): the network input.
+      maps: ``(h, w, K)`` weight maps on the latent grid.
+      panel: longest side of a panel in pixels.
+      title: a line drawn above the grid (e.g. the checkpoint, or that weights are untrained).
+      columns: panels per row.
+
+    Returns:
+      ``(Hf, Wf, 3)`` uint8 RGB picture.
+    """
+    maps = np.asarray(maps, np.float32)
+    if maps.ndim != 3 or maps.shape[-1] < 1:
+        raise ValueError(f"maps must be (h, w, K) with K >= 1, got {maps.shape}")
+    img = np.asarray(image, np.float32)
+    if img.ndim == 2:
+        img = np.repeat(img[:, :, None], 3, axis=2)
+    ph, pw = _fit(img.shape[0], img.shape[1], panel)
+    k = maps.shape[-1]
+    lo, hi = (float(v) for v in np.percentile(maps, [1.0, 99.0]))
+    if hi <= lo:
+        lo, hi = float(maps.min()), float(maps.max()) + 1e-6
+
+    def up(a: np.ndarray) -> np.ndarray:
+        return cv2.resize(a, (pw, ph), interpolation=cv2.INTER_NEAREST)
+
+    panels = [(np.round(np.clip(cv2.resize(img, (pw, ph), interpolation=cv2.INTER_AREA), 0, 1) * 255)
+               .astype(np.uint8), "input")]
+    for i in range(k):
+        m = maps[..., i]
+        panels.append((up(colorize(m, lo, hi)), f"w{i}  mean {m.mean():+.2f}"))
+    dominant = PALETTE[np.argmax(maps, axis=-1) % len(PALETTE)]
+    panels.append((up(dominant), "dominant codebook"))
+
+    columns = max(1, min(columns, len(panels)))
+    rows = -(-len(panels) // columns)
+    title_h = _LABEL_H + _GAP if title else 0
+    bar_h = 2 * _LABEL_H + _GAP
+    fig_w = columns * (pw + _GAP) + _GAP
+    fig_h = title_h + rows * (ph + _LABEL_H + _GAP) + _GAP + bar_h
+    fig = np.full((fig_h, fig_w, 3), 255, np.uint8)
+    labels = []
+    for n, (pic, label) in enumerate(panels):
+        r, c = divmod(n, columns)
+        y = title_h + r * (ph + _LABEL_H + _GAP) + _GAP + _LABEL_H
+        x = _GAP + c * (pw + _GAP)
+        fig[y:y + ph, x:x + pw] = pic
+        labels.append((x, y - _LABEL_H + 3, label))
+    # Colour bar of the shared scale, and the codebook colours of the dominant panel.
+    y_bar = fig_h - bar_h
+    bar_w = min(fig_w - 2 * _GAP, 2 * pw)
+    fig[y_bar:y_bar + _LABEL_H // 2, _GAP:_GAP + bar_w] = colorize(
+        np.tile(np.linspace(lo, hi, bar_w), (_LABEL_H // 2, 1)), lo, hi)
+    x_sw = _GAP + bar_w + 3 * _GAP
+    for i in range(k):
+        x0 = x_sw + i * 3 * _LABEL_H
+        if x0 + _LABEL_H <= fig_w:
+            fig[y_bar:y_bar + _LABEL_H // 2, x0:x0 + _LABEL_H] = PALETTE[i % len(PALETTE)]
+            labels.append((x0, y_bar + _LABEL_H // 2 + 2, f"w{i}"))
+
+    pil = Image.fromarray(fig)
+    draw = ImageDraw.Draw(pil)
+    font = ImageFont.load_default(size=12)
+    if title:
+        draw.text((_GAP, 3), title, fill=(0, 0, 0), font=font)
+    for x, y, text in labels:
+        draw.text((x, y), text, fill=(0, 0, 0), font=font)
+    draw.text((_GAP, y_bar + _LABEL_H // 2 + 2), f"{lo:+.3f}", fill=(0, 0, 0), font=font)
+    draw.text((_GAP + bar_w - 48, y_bar + _LABEL_H // 2 + 2), f"{hi:+.3f}", fill=(0, 0, 0), font=font)
+    return np.asarray(pil)
