@@ -102,7 +102,3 @@ class RunCheckpoints:
         self.manager.wait_until_finished()
         self.manager.close()
 
-
-def abstract_like(tree):
-    """ShapeDtypeStructs (with shardings) of a pytree of jax arrays: a restore target."""
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)

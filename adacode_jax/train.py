@@ -76,17 +76,18 @@ def prepare_config(config: ml_collections.ConfigDict):
     Returns ``(config, init)`` where ``init`` holds the host arrays to start from.
     """
     config = ml_collections.ConfigDict(config.to_dict())
+    config_lib.validate(config)            # before reading any file the config names
     init: dict[str, Any] = {}
     t = config.train
     if config.stage == 2 and t.stage1_checkpoints:
         books = _stage1_codebooks(t.stage1_checkpoints)
-        config.model.codebooks = [list(b.shape) for b in books]
+        config.model.codebooks = tuple(tuple(b.shape) for b in books)
         init["codebooks"] = books
     if config.stage == 3:
         cfg_hq, teacher, _ = _load_export(t.stage2_checkpoint, "train.stage2_checkpoint")
         if cfg_hq.get("lq_stage", False) or cfg_hq.get("single_codebook", False):
             raise ValueError(f"{t.stage2_checkpoint}: expected a stage II (HQ, K codebooks) network")
-        config.model.codebooks = [list(c) for c in cfg_hq.codebooks]
+        config.model.codebooks = tuple(tuple(c) for c in cfg_hq.codebooks)
         init["teacher_cfg"], init["teacher"] = cfg_hq, {"params": teacher["params"]}
         d_path = t.stage2_disc_checkpoint or os.path.join(os.path.dirname(
             os.path.abspath(t.stage2_checkpoint)), "discriminator")
@@ -223,7 +224,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     n_dev = int(config.mesh.num_devices)
     mesh = sharding_lib.make_mesh(config.mesh, jax.devices()[:n_dev] if n_dev > 0 else None)
-    logging.info("mesh %s over %d devices (%d processes)", dict(mesh.shape), jax.device_count(),
+    if config.data.batch_size % mesh.size:
+        raise ValueError(f"data.batch_size={config.data.batch_size} does not split over the "
+                         f"{mesh.size} devices of the mesh; use a multiple of {mesh.size} or set "
+                         f"mesh.num_devices")
+    logging.info("mesh %s over %d devices (%d processes)", dict(mesh.shape), mesh.size,
                  jax.process_count())
     writer = metric_writers.create_default_writer(os.path.join(workdir, "tensorboard"),
                                                   just_logging=not is_main)
@@ -269,8 +274,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     start = ckpts.latest_step()
     if start is not None:
         logging.info("resuming from %s step %d", ckpts.directory, start)
-        state = ckpts.restore(start, checkpointing.abstract_like(
-            jax.jit(fresh_state, out_shardings=state_sh)()), data_it)
+        target = jax.tree.map(lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh),
+                              abstract, state_sh)
+        state = ckpts.restore(start, target, data_it)
     else:
         start = 0
         state = jax.jit(fresh_state, out_shardings=state_sh)()
@@ -297,6 +303,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                               logdir=workdir))
     window, counts, last = [], None, {}
     best = _read_best(workdir)
+    if t.eval_every and t.eval_at_start and start == 0:
+        scores = evaluate(apply_fn, state.g_params, pairs, lpips_alex, config)
+        writer.write_scalars(0, scores)
+        jsonl.write(0, scores)
     step = start
     try:
         while step < int(t.num_steps):

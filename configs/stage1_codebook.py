@@ -24,14 +24,14 @@ def get_config(arg: str = "portrait"):
     if unknown:
         raise ValueError(f"unknown variant {unknown}; use one of {sorted(CLASSES)} and/or 'tiny'")
     c = config_lib.base_config(stage=1, kind="stage1")
-    c.model.codebooks = [list(CLASSES[cls])]
+    c.model.codebooks = (CLASSES[cls],)
     c.model.use_semantic_loss = True          # stage I yaml: semantic loss on VGG19 relu4_4
     c.codebook_class = cls
     # One list file per class, written by python -m adacode_jax.data.split_by_class.
-    c.data.sources = [{"type": "folder", "path": "data", "list_file": f"data/category/{cls}.txt",
+    c.data.sources = [{"type": "folder", "list_file": f"data/category/{cls}.txt",
                        "weight": 1.0}]
     if "tiny" in parts:
         config_lib.make_tiny(c)
-        c.model.codebooks = [[64 if CLASSES[cls][0] == 512 else 32, 32]]
+        c.model.codebooks = ((64 if CLASSES[cls][0] == 512 else 32, 32),)
         c.model.use_semantic_loss = True
     return c

@@ -43,7 +43,7 @@ def model_config(kind: str) -> ml_collections.ConfigDict:
         c.param_dtype = "float32"
         return c
     # (n_e, e_dim) per basis codebook, in checkpoint order.
-    c.codebooks = [[256, 256]] if kind == "stage1" else [list(cb) for cb in OFFICIAL_CODEBOOKS]
+    c.codebooks = ((256, 256),) if kind == "stage1" else OFFICIAL_CODEBOOKS
     # Output size / input size; 1 for the HQ networks and inpainting.
     c.scale_factor = {"sr_x4": 4, "sr_x2": 2}.get(kind, 1)
     c.lq_stage = kind in ("sr_x4", "sr_x2", "inpaint")   # stage III LQ encoder + shortcuts
@@ -53,7 +53,7 @@ def model_config(kind: str) -> ml_collections.ConfigDict:
     c.use_residual = True           # LQ up-stage outputs added to decoder blocks 1 and 2
     c.gt_resolution = 256           # with codebook_scale: pyramid depth log2(256/32) = 3
     c.codebook_scale = 32
-    c.channels = [CHANNELS[r] for r in RESOLUTIONS]   # C[r] for r in 8 ... 512
+    c.channels = tuple(CHANNELS[r] for r in RESOLUTIONS)   # C[r] for r in 8 ... 512
     c.swin_dim = 256                # Swin embedding dim (must equal C[codebook_scale])
     c.swin_num_rstb = 4             # RSTBs per Swin stack
     c.swin_depth = 6                # Swin blocks per RSTB
@@ -73,8 +73,8 @@ def tiny_model_config(kind: str) -> ml_collections.ConfigDict:
     if kind == "disc":
         c.num_feat = 16
         return c
-    c.codebooks = [[64, 32]] if kind == "stage1" else [[64, 32], [32, 32]]
-    c.channels = [32] * len(RESOLUTIONS)
+    c.codebooks = ((64, 32),) if kind == "stage1" else ((64, 32), (32, 32))
+    c.channels = (32,) * len(RESOLUTIONS)
     c.swin_dim = 32
     c.swin_num_rstb = 1
     c.swin_depth = 2

@@ -1,0 +1,172 @@
+"""End-to-end training on the ``:tiny`` configs and the embedded images: the three stages
+chained through their exports, resume, 1 vs 8 devices, and a non-finite loss."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from adacode_jax import checkpointing, steps, train
+from adacode_jax.config_lib import REPO
+
+CONFIGS = os.path.join(REPO, "configs")
+
+
+def get_config(name: str, arg: str):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(CONFIGS, f"{name}.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.get_config(arg)
+
+
+def read_metrics(workdir) -> list[dict]:
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def losses_by_step(workdir) -> dict[int, dict]:
+    return {m["step"]: {k: v for k, v in m.items() if k.startswith("loss/")}
+            for m in read_metrics(workdir) if "loss/g_total" in m}
+
+
+def mechanics_config(**train_overrides):
+    """Tiny stage II without LPIPS and validation: fast runs for the loop's mechanics."""
+    c = get_config("stage2_adacode", "tiny")
+    c.train.w_lpips = 0.0
+    c.train.eval_every = 0
+    c.train.image_every = 0
+    c.train.log_every = 1
+    c.train.update(train_overrides)
+    return c
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    """stage I (two classes) -> stage II -> stage III x4, each from the previous exports."""
+    root = tmp_path_factory.mktemp("chain")
+    runs = {}
+    for cls in ("portrait", "architecture"):
+        c = get_config("stage1_codebook", f"{cls},tiny")
+        c.train.num_steps = 10
+        runs[cls] = str(root / f"s1_{cls}")
+        train.train_and_evaluate(c, runs[cls])
+    c = get_config("stage2_adacode", "tiny")
+    c.train.num_steps = 60
+    c.train.eval_every = 60
+    c.train.stage1_checkpoints = tuple(os.path.join(runs[k], "export", "generator")
+                                       for k in ("portrait", "architecture"))
+    runs["stage2"] = str(root / "s2")
+    train.train_and_evaluate(c, runs["stage2"])
+    c = get_config("stage3_sr", "x4,tiny")
+    c.train.num_steps = 6
+    c.train.stage2_checkpoint = os.path.join(runs["stage2"], "export", "generator")
+    runs["sr_x4"] = str(root / "sr_x4")
+    train.train_and_evaluate(c, runs["sr_x4"])
+    return runs
+
+
+def test_stage1_trains_one_codebook_with_the_semantic_loss(chain):
+    m = read_metrics(chain["portrait"])
+    logged = set().union(*m)
+    for term in ("loss/pix", "loss/lpips", "loss/codebook", "loss/semantic", "loss/g_gan",
+                 "loss/d_real", "loss/d_fake", "codebook/0/unique", "codebook/0/perplexity",
+                 "val/psnr", "val/ssim", "val/lpips_alex", "steps_per_sec"):
+        assert term in logged or term == "steps_per_sec", term
+    cfg, variables, meta = checkpointing.load_inference(os.path.join(chain["architecture"], "export", "generator"))
+    assert [list(b) for b in cfg.codebooks] == [[64, 32]]
+    assert variables["params"]["quantize_group.0"]["embedding"].shape == (64, 32)
+    assert meta["step"] == 10 and meta["stage"] == 1
+    assert os.listdir(os.path.join(chain["portrait"], "tensorboard"))
+
+
+def test_stage2_takes_the_stage1_codebooks_and_keeps_them_frozen(chain):
+    cfg, variables, _ = checkpointing.load_inference(os.path.join(chain["stage2"], "export", "generator"))
+    assert [list(b) for b in cfg.codebooks] == [[32, 32], [64, 32]]
+    for k, cls in enumerate(("portrait", "architecture")):
+        _, s1, _ = checkpointing.load_inference(os.path.join(chain[cls], "export", "generator"))
+        np.testing.assert_array_equal(variables["params"][f"quantize_group.{k}"]["embedding"],
+                                      s1["params"]["quantize_group.0"]["embedding"])
+
+
+def test_stage2_improves_reconstruction_psnr_by_3db(chain):
+    val = {m["step"]: m["val/psnr"] for m in read_metrics(chain["stage2"]) if "val/psnr" in m}
+    assert 0 in val and 60 in val
+    assert val[60] >= val[0] + 3.0, val
+
+
+def test_stage3_starts_from_stage2_and_keeps_the_decoder_frozen(chain):
+    _, s2, _ = checkpointing.load_inference(os.path.join(chain["stage2"], "export", "generator"))
+    cfg, s3, _ = checkpointing.load_inference(os.path.join(chain["sr_x4"], "export", "generator"))
+    assert cfg.lq_stage and cfg.scale_factor == 4
+    for name, tree in s3["params"].items():
+        if steps.is_frozen(name, ("quantize", "decoder", "after_quant_group", "out_conv")):
+            for a, b in zip(jax.tree.leaves(tree), jax.tree.leaves(s2["params"][name])):
+                np.testing.assert_array_equal(a, b, err_msg=name)
+    m = read_metrics(chain["sr_x4"])
+    logged = set().union(*m)
+    for term in ("loss/contrast", "loss/after_quant", "loss/before_quant", "loss/codebook",
+                 "weights/0/mean", "val/psnr"):
+        assert term in logged, term
+    assert os.path.isdir(os.path.join(chain["sr_x4"], "best", "generator"))
+
+
+def test_inpainting_stage_runs(chain, tmp_path):
+    c = get_config("stage3_inpaint", "tiny")
+    c.train.num_steps = 2
+    c.train.eval_every = 0
+    c.train.image_every = 0
+    c.train.stage2_checkpoint = os.path.join(chain["stage2"], "export", "generator")
+    last = train.train_and_evaluate(c, str(tmp_path / "inpaint"))
+    assert np.isfinite(last["loss/g_total"])
+
+
+def test_resume_gives_bit_identical_losses(tmp_path):
+    full = str(tmp_path / "full")
+    train.train_and_evaluate(mechanics_config(num_steps=6, checkpoint_every=3), full)
+    part = str(tmp_path / "part")
+    train.train_and_evaluate(mechanics_config(num_steps=3, checkpoint_every=3), part)
+    train.train_and_evaluate(mechanics_config(num_steps=6, checkpoint_every=3), part)
+    a, b = losses_by_step(full), losses_by_step(part)
+    assert sorted(b) == [1, 2, 3, 4, 5, 6]
+    for s in (4, 5, 6):
+        assert a[s] == b[s], (s, a[s], b[s])
+
+
+def test_eight_devices_with_fsdp_match_one_device(tmp_path):
+    def run(n, name):
+        c = mechanics_config(num_steps=3, checkpoint_every=3)
+        c.data.batch_size = 8
+        c.mesh.num_devices = n
+        c.mesh.fsdp = 2 if n == 8 else 1       # 4 x 2: data parallel and FSDP together
+        d = str(tmp_path / name)
+        train.train_and_evaluate(c, d)
+        return losses_by_step(d)
+
+    one, eight = run(1, "one"), run(8, "eight")
+    for s in (1, 2, 3):
+        for k in one[s]:
+            np.testing.assert_allclose(eight[s][k], one[s][k], rtol=2e-3, atol=1e-5, err_msg=f"{s} {k}")
+
+
+def test_non_finite_loss_stops_the_run_naming_step_and_term(tmp_path):
+    with pytest.raises(train.NonFiniteLossError, match=r"non-finite loss at step \d+: loss/"):
+        train.train_and_evaluate(mechanics_config(num_steps=8, lr_g=1e12, checkpoint_every=100),
+                                 str(tmp_path / "nan"))
+
+
+def test_config_errors_name_the_field():
+    c = get_config("stage3_sr", "x4,tiny")
+    with pytest.raises(ValueError, match="train.stage2_checkpoint"):
+        train.prepare_config(c)
+    c = get_config("stage2_adacode", "tiny")
+    c.data.crop_size = 72
+    with pytest.raises(ValueError, match="data.crop_size"):
+        train.prepare_config(c)
+    c = get_config("stage3_sr", "x4,tiny")
+    c.train.stage2_checkpoint = "/nonexistent/export/generator"
+    with pytest.raises(FileNotFoundError, match="stage2_checkpoint"):
+        train.prepare_config(c)
