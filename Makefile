@@ -3,8 +3,6 @@ PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-# Fake CPU devices so sharding tests see a mesh; set before JAX starts.
-export XLA_FLAGS ?= --xla_force_host_platform_device_count=8
 
 .PHONY: demo test install clean bench
 
@@ -20,11 +18,12 @@ $(STAMP): setup.cfg pyproject.toml
 
 install: $(STAMP)
 
+# tests/conftest.py gives the tests 8 fake CPU devices and a compilation cache.
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadfile tests
 
 demo: $(STAMP)
-	$(PY) -m adacode_jax.demo --workdir demo_out
+	JAX_COMPILATION_CACHE_DIR=$(CURDIR)/demo_out/.jax_cache $(PY) -m adacode_jax.demo --workdir demo_out
 
 bench: $(STAMP)
 	$(PY) -m adacode_jax.bench

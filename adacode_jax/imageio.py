@@ -58,15 +58,7 @@ def read_image_raw(path: str | os.PathLike) -> np.ndarray:
       ImageReadError: missing, empty, corrupt or unsupported file; the message names it.
     """
     path = os.fspath(path)
-    try:
-        data = np.fromfile(path, dtype=np.uint8)
-    except OSError as e:
-        raise ImageReadError(f"{path}: cannot read file ({e.strerror or e})") from e
-    if data.size == 0:
-        raise ImageReadError(f"{path}: empty file")
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise ImageReadError(f"{path}: corrupt or not a supported image (OpenCV could not decode it)")
+    image, _ = data_io.decode_file(path)
     if image.dtype not in (np.uint8, np.uint16, np.float32):
         raise ImageReadError(f"{path}: unsupported pixel type {image.dtype} (use 8/16-bit or float32)")
     mode, orientation = _pil_header(path)

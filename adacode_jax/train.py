@@ -42,9 +42,12 @@ class NonFiniteLossError(FloatingPointError):
 
 def _load_export(path: str, what: str):
     try:
-        return checkpointing.load_inference(path)
+        cfg, variables, meta = checkpointing.load_inference(path)
     except FileNotFoundError as e:
         raise FileNotFoundError(f"{what}: {e}") from None
+    # host copies: these seed both the trained state and constants (the teacher), which must
+    # not share device buffers, as the train step donates its state
+    return cfg, jax.device_get(variables), meta
 
 
 def _stage1_codebooks(paths) -> list[np.ndarray]:

@@ -105,8 +105,9 @@ def apply_exif_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
     return image
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Reads an image file as float32 RGB (H, W, 3) in [0, 1].
+def decode_file(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """``(decoded, file bytes)``: the file as OpenCV decodes it with ``IMREAD_UNCHANGED``
+    (BGR channel order, bit depth and alpha kept, EXIF orientation not applied).
 
     Raises:
       ImageReadError: the file is missing, empty, corrupt, or not an image; the message names it.
@@ -119,10 +120,21 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     if data.size == 0:
         raise ImageReadError(f"{path}: empty file")
     # IMREAD_UNCHANGED keeps 16-bit depth and alpha (cv2 would drop both otherwise); it also
-    # skips cv2's EXIF handling, which is done below.
+    # skips cv2's EXIF handling, which the callers do themselves.
     image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if image is None:
         raise ImageReadError(f"{path}: corrupt or not a supported image (OpenCV could not decode it)")
+    return image, data
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Reads an image file as float32 RGB (H, W, 3) in [0, 1].
+
+    Raises:
+      ImageReadError: the file is missing, empty, corrupt, or not an image; the message names it.
+    """
+    path = os.fspath(path)
+    image, data = decode_file(path)
     image = to_float_rgb(image, path, bgr=True)
     return np.ascontiguousarray(apply_exif_orientation(image, _exif_orientation(path, data)))
 
