@@ -136,6 +136,24 @@ def test_resume_gives_bit_identical_losses(tmp_path):
         assert a[s] == b[s], (s, a[s], b[s])
 
 
+def test_resume_onto_a_different_device_count(tmp_path):
+    """Saved on one device, resumed on a 4 x 2 (data x fsdp) mesh of 8: same trajectory."""
+    def cfg(steps, n):
+        c = mechanics_config(num_steps=steps, checkpoint_every=2)
+        c.data.batch_size = 8
+        c.mesh.num_devices, c.mesh.fsdp = n, (2 if n == 8 else 1)
+        return c
+
+    ref_dir, moved = str(tmp_path / "one"), str(tmp_path / "moved")
+    train.train_and_evaluate(cfg(4, 1), ref_dir)
+    train.train_and_evaluate(cfg(2, 1), moved)
+    train.train_and_evaluate(cfg(4, 8), moved)
+    a, b = losses_by_step(ref_dir), losses_by_step(moved)
+    for s in (3, 4):
+        for k in a[s]:
+            np.testing.assert_allclose(b[s][k], a[s][k], rtol=2e-3, atol=1e-5, err_msg=f"{s} {k}")
+
+
 def test_eight_devices_with_fsdp_match_one_device(tmp_path):
     def run(n, name):
         c = mechanics_config(num_steps=3, checkpoint_every=3)
