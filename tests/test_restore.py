@@ -123,7 +123,8 @@ def test_tiled_network_output_has_no_seams(sr4, whole, record_property):
         stats[blend] = tiling.seam_statistics(out, lines, lines, period=8)
         stats[blend]["psnr_vs_whole"] = 10 * np.log10(1.0 / np.mean((out - ref) ** 2))
     print(f"{len(boxes)} tiles; seams {stats}")
-    record_property("seam_stats", stats)
+    # plain floats: pytest-xdist workers cannot send numpy scalars back
+    record_property("seam_stats", {b: {k: float(v) for k, v in d.items()} for b, d in stats.items()})
     assert abs(stats["feather"]["ratio"] - 1.0) <= 0.10
     assert stats["none"]["ratio"] > 1.2                  # the measure does see pasted seams
     assert np.isfinite(stats["feather"]["psnr_vs_whole"])
