@@ -41,7 +41,11 @@ def save_inference(directory: str, model_cfg: ml_collections.ConfigDict, variabl
 
 
 def load_inference(directory: str):
-    """(model_cfg, variables, meta) from a directory written by :func:`save_inference`."""
+    """(model_cfg, variables, meta) from a directory written by :func:`save_inference`.
+
+    The variables come back as host numpy arrays, whatever the device layout or number of
+    processes they were saved from (an export of a one-GPU run loads on a pod, and back).
+    """
     directory = os.path.abspath(directory)
     meta_path = os.path.join(directory, MODEL_JSON)
     if not os.path.exists(meta_path):
@@ -51,7 +55,10 @@ def load_inference(directory: str):
     with open(meta_path) as f:
         meta = json.load(f)
     with ocp.StandardCheckpointer() as ckptr:
-        variables = ckptr.restore(os.path.join(directory, VARIABLES_DIR))
+        path = os.path.join(directory, VARIABLES_DIR)
+        # Without a target Orbax restores the saved shardings, which fails on another topology.
+        stored = ckptr.metadata(path).item_metadata
+        variables = ckptr.restore(path, jax.tree.map(lambda m: np.empty(m.shape, m.dtype), stored))
     return ml_collections.ConfigDict(meta["model"]), variables, meta
 
 

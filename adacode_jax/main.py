@@ -14,11 +14,34 @@ from ml_collections import config_flags
 _CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config file (configs/*.py[:variant])",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "run directory: checkpoints, TensorBoard logs, exports")
+# Multi-process runs. --distributed: jax.distributed.initialize() with what the cluster tells
+# it (Cloud TPU pods, whose workers carry no environment variable we could test for, Slurm,
+# Open MPI, Kubernetes); launch/ passes it. The three explicit settings are for machines without
+# a cluster manager JAX detects (and the localhost multi-process test).
+_DISTRIBUTED = flags.DEFINE_bool("distributed", False,
+                                 "initialise the JAX distributed runtime from the cluster "
+                                 "environment (an error if there is none)")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None,
+                                   "host:port of process 0's coordinator (with --num_processes)")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "number of processes in the run")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None,
+                                   "this process's index, 0 ... num_processes-1")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def _maybe_initialize_distributed() -> None:
-    """``jax.distributed.initialize()`` on Cloud TPU pods, Slurm, Open MPI or Kubernetes."""
+    """``jax.distributed.initialize()``: with the explicit flags, with ``--distributed``, or when
+    a Slurm, Open MPI, Kubernetes or TPU environment variable is present."""
+    explicit = (_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    given = [v is not None for v in explicit]
+    if any(given) and not all(given):
+        raise app.UsageError("--coordinator_address, --num_processes and --process_id go together")
+    if all(given):
+        jax.distributed.initialize(*explicit)
+        return
+    if _DISTRIBUTED.value:
+        jax.distributed.initialize()
+        return
     cluster = any(v in os.environ for v in ("SLURM_JOB_ID", "OMPI_COMM_WORLD_SIZE",
                                             "TPU_WORKER_HOSTNAMES", "JAX_COORDINATOR_ADDRESS",
                                             "KUBERNETES_SERVICE_HOST", "MEGASCALE_COORDINATOR_ADDRESS"))

@@ -102,6 +102,19 @@ def prepare_config(config: ml_collections.ConfigDict):
     return config, init
 
 
+def init_fn(config, nets):
+    """``() -> TrainState``: freshly initialised networks (``config.seed``) and optimisers."""
+    gt_shape, lq_shape = _input_shapes(config)
+    rng_g, rng_d = jax.random.split(jax.random.key(int(config.seed)))
+
+    def fresh_state():
+        g_in = jnp.zeros(lq_shape if int(config.stage) == 3 else gt_shape, jnp.float32)
+        g_params = nets.generator.init(rng_g, g_in)["params"]
+        d_vars = nets.discriminator.init(rng_d, jnp.zeros(gt_shape, jnp.float32))
+        return steps_lib.init_state(nets, g_params, d_vars)
+    return fresh_state
+
+
 def _input_shapes(config):
     s, sf = config.data.crop_size, config.model.scale_factor
     lq = s // sf if config.data.task == "sr" else s
@@ -255,20 +268,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     lpips_alex = perceptual.load_lpips("alex")
 
     # state, created directly in its sharding
-    gt_shape, lq_shape = _input_shapes(config)
-    rng_g, rng_d = jax.random.split(jax.random.key(int(config.seed)))
-
-    def fresh_state():
-        g_in = jnp.zeros(lq_shape if stage == 3 else gt_shape, jnp.float32)
-        g_params = generator.init(rng_g, g_in)["params"]
-        d_vars = discriminator.init(rng_d, jnp.zeros(gt_shape, jnp.float32))
-        return steps_lib.init_state(nets, g_params, d_vars)
-
+    fresh_state = init_fn(config, nets)
     abstract = jax.eval_shape(fresh_state)
     state_sh = sharding_lib.tree_shardings(abstract, mesh, int(config.mesh.fsdp_min_size))
     rep = sharding_lib.replicated(mesh)
-    consts = jax.device_put(consts, rep)
-    lpips_alex = (lpips_alex[0], jax.device_put(lpips_alex[1], rep))
+    consts = sharding_lib.from_host(consts, rep)
+    lpips_alex = (lpips_alex[0], sharding_lib.from_host(lpips_alex[1], rep))
 
     ckpts = checkpointing.RunCheckpoints(os.path.join(workdir, "checkpoints"),
                                          keep=int(t.keep_checkpoints),
@@ -284,18 +289,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         start = 0
         state = jax.jit(fresh_state, out_shardings=state_sh)()
         state = _apply_init(state, init, nets, stage, state_sh)
+    # "global" statistics: a collective over the (possibly multi-host, FSDP) arrays, so every
+    # process takes part and process 0 logs
+    parameter_overview.log_parameter_overview(state.g_params, include_stats="global",
+                                              msg="generator parameters", jax_logging_process=0)
+    parameter_overview.log_parameter_overview(state.d_params, include_stats="global",
+                                              msg="discriminator parameters", jax_logging_process=0)
     if is_main:
-        parameter_overview.log_parameter_overview(jax.device_get(state.g_params),
-                                                  msg="generator parameters")
-        parameter_overview.log_parameter_overview(jax.device_get(state.d_params),
-                                                  msg="discriminator parameters")
         writer.write_hparams({k: v for k, v in traverse_util.flatten_dict(
             config.to_dict(), sep=".").items() if isinstance(v, (int, float, str, bool))})
 
-    train_step = jax.jit(steps_lib.make_train_step(nets, t, stage),
-                         in_shardings=(state_sh, sharding_lib.batch_sharding(mesh), rep),
-                         out_shardings=(state_sh, rep, rep), donate_argnums=(0,))
-    apply_fn = jax.jit(lambda p, x: generator.apply({"params": p}, x, method="restore_padded")[0])
+    train_step = jit_train_step(nets, t, stage, mesh, state_sh)
+    apply_fn = jax.jit(lambda p, x: generator.apply({"params": p}, x, method="restore_padded")[0],
+                       out_shardings=rep)
     pairs = validation_set(config) if t.eval_every else []
     sizes = [int(cb[0]) for cb in config.model.codebooks]
 
@@ -311,13 +317,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         writer.write_scalars(0, scores)
         jsonl.write(0, scores)
     step = start
+    compiled_step = None
     try:
         while step < int(t.num_steps):
             host = next(data_it)
             skipped = int(np.sum(host.pop("skipped", 0)))
             batch = pipeline.make_global_batch(host, mesh, sharding_lib.BATCH_AXES)
+            if compiled_step is None:
+                # Compile first, then start together: the step's collectives must not wait for
+                # a process that is still compiling (see sharding_lib.barrier).
+                compiled_step = train_step.lower(state, batch, consts).compile()
+                sharding_lib.barrier("first_train_step")
             with jax.profiler.StepTraceAnnotation("train", step_num=step):
-                state, m, outputs = train_step(state, batch, consts)
+                state, m, outputs = compiled_step(state, batch, consts)
             step += 1
             m_host = jax.device_get(m)
             _check_finite(step, m_host)
@@ -334,20 +346,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 last["lr/g"] = float(steps_lib.learning_rate(t.lr_g, t)(step))
                 last["lr/d"] = float(steps_lib.learning_rate(t.lr_d, t)(step))
                 if "weight_maps" in outputs:
-                    wm = np.asarray(jax.device_get(outputs["weight_maps"]))
+                    wm = sharding_lib.to_host(outputs["weight_maps"])
                     for k in range(wm.shape[-1]):
                         last[f"weights/{k}/mean"] = float(wm[..., k].mean())
                         last[f"weights/{k}/std"] = float(wm[..., k].std())
                 writer.write_scalars(step, last)
                 jsonl.write(step, last)
                 window, counts = [], None
-            if is_main and t.image_every and step % int(t.image_every) == 0:
-                out = np.asarray(jax.device_get(outputs["out"]))
-                images = {"lq_out_gt": panels(host, out)}
-                if "weight_maps" in outputs:
-                    images["weight_maps"] = weight_map_pictures(
-                        np.asarray(jax.device_get(outputs["weight_maps"])))
-                writer.write_images(step, images)
+            if t.image_every and step % int(t.image_every) == 0:
+                # a collective on multi-host meshes: every process fetches, process 0 writes
+                pics = sharding_lib.to_host({k: outputs[k] for k in ("out", "weight_maps")
+                                             if k in outputs})
+                images = {"lq_out_gt": panels(host, pics["out"])}
+                if "weight_maps" in pics:
+                    images["weight_maps"] = weight_map_pictures(pics["weight_maps"])
+                if is_main:
+                    writer.write_images(step, images)
             if t.eval_every and (step % int(t.eval_every) == 0 or step == int(t.num_steps)):
                 scores = evaluate(apply_fn, state.g_params, pairs, lpips_alex, config)
                 writer.write_scalars(step, scores)
@@ -369,9 +383,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     return last
 
 
+def jit_train_step(nets, train_cfg, stage: int, mesh, state_sh):
+    """The train step as training runs it (and :mod:`adacode_jax.comm_report` inspects it):
+    the state in its FSDP shardings and donated, the batch split over ``(data, fsdp)``, the
+    constants replicated. Scalars and code histograms come back replicated; images and weight
+    maps stay batch-sharded, so no step gathers activations (they are fetched when logged)."""
+    rep, batch = sharding_lib.replicated(mesh), sharding_lib.batch_sharding(mesh)
+    outputs_sh = {"out": batch, "usage": rep}
+    if not nets.generator.single_codebook:
+        outputs_sh["weight_maps"] = batch
+    return jax.jit(steps_lib.make_train_step(nets, train_cfg, stage),
+                   in_shardings=(state_sh, batch, rep), out_shardings=(state_sh, rep, outputs_sh),
+                   donate_argnums=(0,))
+
+
 def _apply_init(state, init: dict, nets, stage: int, state_sh):
     """Chain stages: codebooks from stage I (stage II); G and D from stage II (stage III)."""
-    g = jax.device_get(state.g_params)
+    g = sharding_lib.to_host(state.g_params)
     d_params, d_spectral = state.d_params, state.d_spectral
     if "codebooks" in init:
         for k, book in enumerate(init["codebooks"]):
@@ -386,7 +414,7 @@ def _apply_init(state, init: dict, nets, stage: int, state_sh):
     trainable, _ = steps_lib.split_params(g, nets.frozen)
     new = state.replace(g_params=g, d_params=d_params, d_spectral=d_spectral,
                         g_opt=nets.g_tx.init(trainable), d_opt=nets.d_tx.init(d_params))
-    return jax.device_put(new, state_sh)
+    return sharding_lib.from_host(new, state_sh)
 
 
 def _read_best(workdir: str):
