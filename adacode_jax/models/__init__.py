@@ -60,7 +60,7 @@ def model_config(kind: str) -> ml_collections.ConfigDict:
     c.swin_heads = 8
     c.window_size = 8
     c.mlp_ratio = 4.0
-    c.remat = False                 # rematerialise Swin blocks (memory for compute)
+    c.remat = False                 # rematerialise Swin and ResBlocks (memory for compute)
     c.dtype = "float32"             # compute dtype ("bfloat16" on accelerators)
     c.param_dtype = "float32"
     return c

@@ -59,6 +59,7 @@ class MultiScaleEncoder(nn.Module):
     lq_stage: bool
     channels: dict
     swin: dict
+    remat: bool = False
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -70,7 +71,7 @@ class MultiScaleEncoder(nn.Module):
         _tap(self, "in_conv", x)
         feats, i = [], 0
         for _ in range(self.depth):
-            x = DownStage(self.channels[res // 2], **kw, name=f"blocks.{i}")(x)
+            x = DownStage(self.channels[res // 2], self.remat, **kw, name=f"blocks.{i}")(x)
             _tap(self, f"blocks.{i}", x)
             feats.append(x)
             res, i = res // 2, i + 1
@@ -79,7 +80,7 @@ class MultiScaleEncoder(nn.Module):
             feats.append(x)
             i += 1
             for _ in range(2):
-                x = UpStage(self.channels[res * 2], **kw, name=f"blocks.{i}")(x)
+                x = UpStage(self.channels[res * 2], remat=self.remat, **kw, name=f"blocks.{i}")(x)
                 _tap(self, f"blocks.{i}", x)
                 feats.append(x)
                 res, i = res * 2, i + 1
@@ -118,7 +119,8 @@ class AdaCodeNet(nn.Module):
       gt_resolution, codebook_scale: fix the pyramid depth (256 / 32 → 3 levels).
       channels: channel table ``C[r]`` as ``((r, C), ...)``.
       swin: SwinLayers settings (dim, num_rstb, depth, heads, window, mlp_ratio).
-      remat: rematerialise Swin blocks in the backward pass (memory for compute).
+      remat: rematerialise Swin blocks and the encoder/decoder ResBlocks in the backward pass
+        (memory for compute; same parameters and, up to float32 summation order, numbers).
       dtype, param_dtype: compute and storage dtypes. The quantiser is always float32.
     """
 
@@ -181,7 +183,7 @@ class AdaCodeNet(nn.Module):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         k_books = len(self.codebooks)
         feats = MultiScaleEncoder(self.gt_resolution // self.scale, self.encode_depth,
-                                  self.lq_stage, chan, self._swin(), **kw,
+                                  self.lq_stage, chan, self._swin(), self.remat, **kw,
                                   name="multiscale_encoder")(
             jax.lax.stop_gradient(x).astype(self.dtype))
         if self.lq_stage:
@@ -218,7 +220,8 @@ class AdaCodeNet(nn.Module):
             if i > 0 and self.lq_stage and self.use_residual:
                 h = h + shortcuts[i - 1]
             res = self.codebook_scale * 2 ** i
-            h = UpStage(chan[res * 2], prefix="block.", **kw, name=f"decoder_group.{i}")(h)
+            h = UpStage(chan[res * 2], prefix="block.", remat=self.remat, **kw,
+                        name=f"decoder_group.{i}")(h)
             _tap(self, f"decoder_group.{i}", h)
         out = torch_conv(3, 3, **kw, name="out_conv")(h).astype(jnp.float32)
 

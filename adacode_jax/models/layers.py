@@ -71,39 +71,48 @@ class ResBlock(nn.Module):
 
 
 class DownStage(nn.Module):
-    """``[Conv k3 s2 p1, ResBlock, ResBlock]``: halves H and W (ceil) and maps cin to ``out``."""
+    """``[Conv k3 s2 p1, ResBlock, ResBlock]``: halves H and W (ceil) and maps cin to ``out``.
+
+    ``remat``: recompute the ResBlocks in the backward pass instead of keeping their
+    activations (the parameter names do not change).
+    """
 
     out: int
+    remat: bool = False
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        block = nn.remat(ResBlock) if self.remat else ResBlock
         x = torch_conv(self.out, 3, stride=2, **kw, name="0")(x)
-        x = ResBlock(self.out, **kw, name="1")(x)
-        return ResBlock(self.out, **kw, name="2")(x)
+        x = block(self.out, **kw, name="1")(x)
+        return block(self.out, **kw, name="2")(x)
 
 
 class UpStage(nn.Module):
     """``[Upsample x2 nearest, Conv k3, ResBlock, ResBlock]`` (the official DecoderBlock).
 
     ``prefix`` is ``"block."`` inside the decoder (``decoder_group.i.block.1``) and empty in
-    the LQ encoder's upsamplers (``multiscale_encoder.blocks.j.1``).
+    the LQ encoder's upsamplers (``multiscale_encoder.blocks.j.1``). ``remat`` as in
+    :class:`DownStage`.
     """
 
     out: int
     prefix: str = ""
+    remat: bool = False
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        block = nn.remat(ResBlock) if self.remat else ResBlock
         x = upsample_nearest(x)
         x = torch_conv(self.out, 3, **kw, name=f"{self.prefix}1")(x)
-        x = ResBlock(self.out, **kw, name=f"{self.prefix}2")(x)
-        return ResBlock(self.out, **kw, name=f"{self.prefix}3")(x)
+        x = block(self.out, **kw, name=f"{self.prefix}2")(x)
+        return block(self.out, **kw, name=f"{self.prefix}3")(x)
 
 
 Conv1x1 = functools.partial(torch_conv, kernel=1)
