@@ -69,6 +69,11 @@ def base_config(stage: int, kind: str) -> ml_collections.ConfigDict:
     # features are about 255 x 0.226 = 57.6 times larger. -1: 1/57.6 for Caffe weights, 1 for
     # a torchvision file.
     t.semantic_target_scale = -1.0
+    # D step: D(real) and D(fake) as one interleaved batch (one gradient all-reduce for D
+    # instead of one per call; the same numbers). -1 = when the mesh has more than one
+    # device: on XLA:CPU a batch-4 filter gradient is slower than two of batch 2, and with
+    # one device there is nothing to save. 0 = two calls, 1 = one batch.
+    t.d_one_batch = -1
     # Stage chaining: stage II takes its K codebooks from stage I exports (in order); stage
     # III takes G, D and the frozen teacher from a stage II export (or a converted official
     # checkpoint: python -m adacode_jax.convert).
@@ -150,6 +155,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
     need(c.data.batch_size > 0, "data.batch_size must be positive")
     need(c.train.schedule in ("constant", "cosine"), f"train.schedule={c.train.schedule!r}")
     need(c.train.num_steps > 0, "train.num_steps must be positive")
+    need(c.train.d_one_batch in (-1, 0, 1), f"train.d_one_batch={c.train.d_one_batch} (-1, 0 or 1)")
     if c.stage == 2:
         need(not c.train.stage1_checkpoints
              or len(c.train.stage1_checkpoints) == len(c.model.codebooks),

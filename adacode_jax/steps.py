@@ -106,8 +106,12 @@ def _usage_counts(indices, sizes) -> jnp.ndarray:
                       for k in range(len(sizes))])
 
 
-def make_train_step(nets: Networks, cfg: ml_collections.ConfigDict, stage: int) -> Callable:
+def make_train_step(nets: Networks, cfg: ml_collections.ConfigDict, stage: int,
+                    d_one_batch: bool = False) -> Callable:
     """``train_step(state, batch, consts) -> (state, metrics, outputs)`` for ``stage``.
+
+    ``d_one_batch``: the D step's two calls (real, then fake) run as one interleaved batch
+    (same logits and u, v; one all-reduce of D's gradients under data parallelism).
 
     ``batch``: ``gt`` (B, S, S, 3), and ``lq`` for stage III; optional ``force_indices`` /
     ``teacher_force_indices`` (K, B, h, w) override the argmin (parity checks). ``consts``: the constant weights
@@ -118,9 +122,9 @@ def make_train_step(nets: Networks, cfg: ml_collections.ConfigDict, stage: int) 
     sizes = [int(cb[0]) for cb in nets.generator.codebooks]
     semantic_scale = semantic_target_scale(nets.vgg19, cfg)
 
-    def d_apply(params, spectral, x):
+    def d_apply(params, spectral, x, calls=1):
         logits, upd = nets.discriminator.apply({"params": params, "spectral": spectral}, x,
-                                               train=True, mutable=["spectral"])
+                                               train=True, calls=calls, mutable=["spectral"])
         return logits, upd["spectral"]
 
     def g_losses(trainable, frozen, state, batch, consts):
@@ -169,8 +173,17 @@ def make_train_step(nets: Networks, cfg: ml_collections.ConfigDict, stage: int) 
         fake = jax.lax.stop_gradient(out)
 
         def d_loss(d_params):
-            real_logits, sp = d_apply(d_params, spectral, batch["gt"])
-            fake_logits, sp = d_apply(d_params, sp, fake)
+            # D(real) then D(fake). As one batch, (B, 2, ...) -> (2B, ...) keeps each sample
+            # on its device (no resharding) and D's gradients are sent once (SpectralConv).
+            gt = batch["gt"]
+            if d_one_batch:
+                both = jnp.stack([gt, fake.astype(gt.dtype)], axis=1).reshape(-1, *gt.shape[1:])
+                logits, sp = d_apply(d_params, spectral, both, calls=2)
+                logits = logits.reshape(gt.shape[0], 2, *logits.shape[1:])
+                real_logits, fake_logits = logits[:, 0], logits[:, 1]
+            else:
+                real_logits, sp = d_apply(d_params, spectral, gt)
+                fake_logits, sp = d_apply(d_params, sp, fake)
             l_real, l_fake = losses.hinge_d(real_logits=real_logits, fake_logits=fake_logits)
             return l_real + l_fake, (l_real, l_fake, real_logits, fake_logits, sp)
 

@@ -392,7 +392,9 @@ def jit_train_step(nets, train_cfg, stage: int, mesh, state_sh):
     outputs_sh = {"out": batch, "usage": rep}
     if not nets.generator.single_codebook:
         outputs_sh["weight_maps"] = batch
-    return jax.jit(steps_lib.make_train_step(nets, train_cfg, stage),
+    one_batch = int(train_cfg.get("d_one_batch", -1))
+    one_batch = mesh.size > 1 if one_batch == -1 else bool(one_batch)
+    return jax.jit(steps_lib.make_train_step(nets, train_cfg, stage, d_one_batch=one_batch),
                    in_shardings=(state_sh, batch, rep), out_shardings=(state_sh, rep, outputs_sh),
                    donate_argnums=(0,))
 

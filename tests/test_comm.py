@@ -53,10 +53,11 @@ def _contrastive_feature_bytes(c) -> int:
 
 
 def test_data_parallel_reduces_about_the_trainable_bytes(tiny_dp):
-    """Every trainable gradient is all-reduced; the extras are known and bounded: D's
-    gradients a second time (its two calls in the D step are reduced separately), the
-    relative-position-bias gradients before their scatter into the tables (heads x N² per
-    trainable Swin block), and the gradient of the gathered InfoNCE features."""
+    """Every trainable gradient is all-reduced once (D's two calls of the D step run as one
+    batch, so its gradients are summed before they are sent); the extras are known and
+    bounded: the relative-position-bias gradients before their scatter into the tables
+    (heads x N² per trainable Swin block) and the gradient of the gathered InfoNCE features
+    ([f; f̂] at the global batch, summed over devices before each takes its slice)."""
     c, _, _, rep, _ = tiny_dp
     pb = rep["param_bytes"]
     assert "reduce-scatter" not in rep["collectives"]
@@ -64,8 +65,8 @@ def test_data_parallel_reduces_about_the_trainable_bytes(tiny_dp):
     m = c.model
     swin_blocks = 2 * m.swin_num_rstb * m.swin_depth           # LQ encoder + weight predictor
     bias = swin_blocks * m.swin_heads * m.window_size ** 4 * 4
-    bound = pb["trainable"] + pb["discriminator"] + bias + _contrastive_feature_bytes(c) // 2
-    assert rep["collectives"]["all-reduce"]["bytes"] <= 1.02 * bound
+    bound = pb["trainable"] + bias + _contrastive_feature_bytes(c)
+    assert rep["collectives"]["all-reduce"]["bytes"] <= 1.01 * bound
     assert pb["generator_trainable"] < pb["generator"]  # frozen modules send nothing
 
 

@@ -172,3 +172,24 @@ def test_discriminator_uv_sequence_of_the_training_step():
         variables = {**variables, "spectral": state["spectral"]}
         for key, value in _uv(variables).items():
             ref.assert_close(value, r[f"d/uv_after_{i}/{key}"], f"call {i} {key}")
+
+
+def test_discriminator_two_interleaved_calls_equal_the_reference_calls():
+    """The D step runs D(real) and D(fake) as one interleaved batch (``calls=2``): the logits
+    of each half and u, v afterwards equal the reference's second and third calls."""
+    model, variables = converted("disc")
+    r = ref.outputs("losses_sr_x4")
+    one = jax.jit(lambda v, x: model.apply(v, x, train=True, mutable=["spectral"]))
+    _, state = one(variables, ref.nhwc(r["out"]))              # the G step's call
+    variables = {**variables, "spectral": state["spectral"]}
+    gt, fake = ref.nhwc(r["gt"]), ref.nhwc(r["out"])
+    both = np.stack([gt, fake], axis=1).reshape(-1, *gt.shape[1:])
+    logits, state = jax.jit(lambda v, x: model.apply(v, x, train=True, calls=2,
+                                                     mutable=["spectral"]))(variables, both)
+    logits = np.asarray(logits).reshape(gt.shape[0], 2, *logits.shape[1:])
+    ref.assert_close(logits[:, 0], ref.nhwc(r["d/real"]), "d/real (interleaved)")
+    ref.assert_close(logits[:, 1], ref.nhwc(r["d/fake"]), "d/fake (interleaved)")
+    for key, value in _uv({"spectral": state["spectral"]}).items():
+        ref.assert_close(value, r[f"d/uv_after_3/{key}"], f"interleaved {key}")
+    with pytest.raises(ValueError, match="interleaved D calls"):
+        model.apply(variables, both[:3], train=True, calls=2, mutable=["spectral"])

@@ -54,7 +54,11 @@ class SpectralConv(nn.Module):
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x, update_stats: bool = False):
+    def __call__(self, x, update_stats: bool = False, calls: int = 1):
+        """``calls`` > 1 (training mode): the batch holds that many D calls interleaved
+        (sample ``i`` belongs to call ``i % calls``); call ``c`` is normalised by the σ of the
+        ``c``-th of ``calls`` consecutive power iterations, exactly as ``calls`` separate
+        forwards of the torch module would be, and ``u``, ``v`` end after the last one."""
         cin = x.shape[-1]
         shape = (self.kernel, self.kernel, cin, self.features)
         kernel = self.param("kernel", nn.initializers.lecun_normal(), shape, self.param_dtype)
@@ -65,27 +69,40 @@ class SpectralConv(nn.Module):
             jnp.matmul(w_mat.T, u.value, precision=HIGHEST)))
         if update_stats:
             w_sg = jax.lax.stop_gradient(w_mat)
-            v_new = _normalize(jnp.matmul(w_sg.T, u.value, precision=HIGHEST))
-            u_new = _normalize(jnp.matmul(w_sg, v_new, precision=HIGHEST))
+            pairs, u_new = [], u.value
+            for _ in range(calls):
+                v_new = _normalize(jnp.matmul(w_sg.T, u_new, precision=HIGHEST))
+                u_new = _normalize(jnp.matmul(w_sg, v_new, precision=HIGHEST))
+                pairs.append((u_new, v_new))
             if not self.is_initializing():
-                u.value, v.value = u_new, v_new
-            u_val, v_val = u_new, v_new
+                u.value, v.value = pairs[-1]
         else:
-            u_val, v_val = u.value, v.value
-        sigma = jnp.dot(u_val, jnp.matmul(w_mat, v_val, precision=HIGHEST), precision=HIGHEST)
-        k = (kernel.astype(jnp.float32) / sigma).astype(self.dtype)
+            pairs = [(u.value, v.value)] * calls
+        sigma = jnp.stack([jnp.dot(u_c, jnp.matmul(w_mat, v_c, precision=HIGHEST),
+                                   precision=HIGHEST) for u_c, v_c in pairs])
         p = self.padding
-        return jax.lax.conv_general_dilated(
-            x.astype(self.dtype), k, (self.stride, self.stride), ((p, p), (p, p)),
-            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        # conv(x, W) / σ rather than conv(x, W / σ): the same function (the conv is linear in
+        # its kernel), and it lets one conv serve calls with different σ. The kernel's
+        # gradient is then a single filter gradient over all calls: with data parallelism one
+        # all-reduce for D's step instead of one per call.
+        y = jax.lax.conv_general_dilated(
+            x.astype(self.dtype), kernel.astype(self.dtype), (self.stride, self.stride),
+            ((p, p), (p, p)), dimension_numbers=("NHWC", "HWIO", "NHWC")).astype(jnp.float32)
+        b = y.shape[0]
+        if b % calls:
+            raise ValueError(f"batch {b} does not split into {calls} interleaved D calls")
+        y = y.reshape(b // calls, calls, *y.shape[1:]) / sigma[:, None, None, None]
+        return y.reshape(b, *y.shape[2:]).astype(self.dtype)
 
 
 class UNetDiscriminatorSN(nn.Module):
     """``UNetDiscriminatorSN(3, num_feat=64, skip_connection=True)``: per-pixel logits.
 
-    ``__call__(x, train=False)``: x (B, H, W, 3) with H, W divisible by 8 → (B, H, W, 1)
-    float32. With ``train=True`` apply it with ``mutable=["spectral"]`` to get the updated
-    u and v back.
+    ``__call__(x, train=False, calls=1)``: x (B, H, W, 3) with H, W divisible by 8 →
+    (B, H, W, 1) float32. With ``train=True`` apply it with ``mutable=["spectral"]`` to get
+    the updated u and v back. ``calls``: x holds that many successive D calls, interleaved
+    (sample ``i`` is call ``i % calls``), run as one batch: the same logits and u, v as the
+    separate calls (see :class:`SpectralConv`).
     """
 
     num_feat: int = 64
@@ -94,13 +111,13 @@ class UNetDiscriminatorSN(nn.Module):
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x, train: bool = False):
+    def __call__(self, x, train: bool = False, calls: int = 1):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         nf = self.num_feat
         act = lambda t: nn.leaky_relu(t, 0.2)  # noqa: E731
 
         def sn(feat, k, s, name):
-            return lambda t: SpectralConv(feat, k, s, 1, **kw, name=name)(t, update_stats=train)
+            return lambda t: SpectralConv(feat, k, s, 1, **kw, name=name)(t, train, calls)
 
         x0 = act(torch_conv(nf, 3, **kw, name="conv0")(x.astype(self.dtype)))
         x1 = act(sn(nf * 2, 4, 2, "conv1")(x0))
