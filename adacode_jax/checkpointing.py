@@ -19,6 +19,8 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
+from adacode_jax import paths
+
 MODEL_JSON = "model.json"
 VARIABLES_DIR = "variables"
 
@@ -26,8 +28,8 @@ VARIABLES_DIR = "variables"
 def save_inference(directory: str, model_cfg: ml_collections.ConfigDict, variables: Any,
                    *, extra: dict | None = None) -> str:
     """Write ``variables`` and ``model_cfg`` under ``directory`` (created; replaced if present)."""
-    directory = os.path.abspath(directory)
-    os.makedirs(directory, exist_ok=True)
+    directory = paths.absolute(directory)
+    paths.makedirs(directory)
     # jax arrays go to Orbax as they are: sharded (multi-host) arrays are written by every host.
     with ocp.StandardCheckpointer() as ckptr:
         ckptr.save(os.path.join(directory, VARIABLES_DIR),
@@ -35,7 +37,7 @@ def save_inference(directory: str, model_cfg: ml_collections.ConfigDict, variabl
                    force=True)
     if jax.process_index() == 0:
         meta = {"model": json.loads(model_cfg.to_json()), **(extra or {})}
-        with open(os.path.join(directory, MODEL_JSON), "w") as f:
+        with paths.open_file(os.path.join(directory, MODEL_JSON), "w") as f:
             json.dump(meta, f, indent=2, sort_keys=True)
     return directory
 
@@ -46,13 +48,13 @@ def load_inference(directory: str):
     The variables come back as host numpy arrays, whatever the device layout or number of
     processes they were saved from (an export of a one-GPU run loads on a pod, and back).
     """
-    directory = os.path.abspath(directory)
+    directory = paths.absolute(directory)
     meta_path = os.path.join(directory, MODEL_JSON)
-    if not os.path.exists(meta_path):
+    if not paths.exists(meta_path):
         raise FileNotFoundError(
             f"{meta_path} not found: {directory} is not an adacode-jax inference checkpoint. "
             "Make one with `python -m adacode_jax.convert` (official .pth) or from training.")
-    with open(meta_path) as f:
+    with paths.open_file(meta_path) as f:
         meta = json.load(f)
     with ocp.StandardCheckpointer() as ckptr:
         path = os.path.join(directory, VARIABLES_DIR)
@@ -75,7 +77,7 @@ class RunCheckpoints:
     def __init__(self, directory: str, *, keep: int = 3, async_save: bool = True):
         import grain  # noqa: F401  (registers grain's checkpoint handlers)
 
-        self.directory = os.path.abspath(directory)
+        self.directory = paths.absolute(directory)
         self.manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,

@@ -27,7 +27,7 @@ from absl import logging
 from clu import metric_writers, parameter_overview, periodic_actions
 from flax import traverse_util
 
-from adacode_jax import checkpointing, config_lib, metrics as metrics_lib, models, perceptual
+from adacode_jax import checkpointing, config_lib, metrics as metrics_lib, models, paths, perceptual
 from adacode_jax import sharding as sharding_lib
 from adacode_jax import steps as steps_lib
 from adacode_jax.data import io as data_io
@@ -50,10 +50,10 @@ def _load_export(path: str, what: str):
     return cfg, jax.device_get(variables), meta
 
 
-def _stage1_codebooks(paths) -> list[np.ndarray]:
+def _stage1_codebooks(exports) -> list[np.ndarray]:
     """The codebook of each stage I export (``quantize_group.0.embedding``), in order."""
     books = []
-    for p in paths:
+    for p in exports:
         _, variables, _ = _load_export(p, "train.stage1_checkpoints")
         try:
             books.append(np.asarray(variables["params"]["quantize_group.0"]["embedding"]))
@@ -93,8 +93,8 @@ def prepare_config(config: ml_collections.ConfigDict):
         config.model.codebooks = tuple(tuple(c) for c in cfg_hq.codebooks)
         init["teacher_cfg"], init["teacher"] = cfg_hq, {"params": teacher["params"]}
         d_path = t.stage2_disc_checkpoint or os.path.join(os.path.dirname(
-            os.path.abspath(t.stage2_checkpoint)), "discriminator")
-        if os.path.exists(os.path.join(d_path, checkpointing.MODEL_JSON)):
+            paths.absolute(t.stage2_checkpoint).rstrip("/")), "discriminator")
+        if paths.exists(os.path.join(d_path, checkpointing.MODEL_JSON)):
             _, init["disc"], _ = _load_export(d_path, "train.stage2_disc_checkpoint")
         elif t.stage2_disc_checkpoint:
             raise FileNotFoundError(f"train.stage2_disc_checkpoint: {d_path} has no model.json")
@@ -217,7 +217,7 @@ class JsonlWriter:
         if self.enabled:
             import json
 
-            with open(self.path, "a") as f:
+            with paths.open_file(self.path, "a") as f:
                 f.write(json.dumps({"step": int(step), **{k: float(v) for k, v in scalars.items()}})
                         + "\n")
 
@@ -233,7 +233,7 @@ def _check_finite(step: int, metrics: dict) -> None:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Run (or resume) one stage. Returns the last logged metrics (host floats)."""
     config, init = prepare_config(config)
-    workdir = os.path.abspath(workdir)
+    workdir = paths.absolute(workdir)
     is_main = jax.process_index() == 0
     t = config.train
     stage = int(config.stage)
@@ -423,8 +423,8 @@ def _read_best(workdir: str):
     import json
 
     meta = os.path.join(workdir, "best", "generator", checkpointing.MODEL_JSON)
-    if os.path.exists(meta):
-        with open(meta) as f:
+    if paths.exists(meta):
+        with paths.open_file(meta) as f:
             return json.load(f).get("val/lpips_alex")
     return None
 
