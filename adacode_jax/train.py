@@ -318,6 +318,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         jsonl.write(0, scores)
     step = start
     compiled_step = None
+    # Metrics are fetched one step late: the host reads step s's scalars after step s + 1 is
+    # queued, so the device never waits for the host's data loading and logging in between.
+    # Steps that log, evaluate or checkpoint fetch their own at once (no NaN state is saved).
+    pending = []
+
+    def fetch_pending():
+        nonlocal counts
+        for s_done, m_dev, usage_dev, n_skipped in pending:
+            m_host = jax.device_get(m_dev)
+            _check_finite(s_done, m_host)
+            m_host["data/skipped_files"] = n_skipped
+            window.append(m_host)
+            usage = np.asarray(jax.device_get(usage_dev))
+            counts = usage if counts is None else counts + usage
+        pending.clear()
+
     try:
         while step < int(t.num_steps):
             host = next(data_it)
@@ -331,15 +347,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             with jax.profiler.StepTraceAnnotation("train", step_num=step):
                 state, m, outputs = compiled_step(state, batch, consts)
             step += 1
-            m_host = jax.device_get(m)
-            _check_finite(step, m_host)
-            m_host["data/skipped_files"] = skipped
-            window.append(m_host)
-            usage = np.asarray(jax.device_get(outputs["usage"]))
-            counts = usage if counts is None else counts + usage
+            fetch_pending()                      # the previous step's, while this one runs
+            pending.append((step, m, outputs["usage"], skipped))
+            last_step = step == int(t.num_steps)
+            if last_step or any(t[k] and step % int(t[k]) == 0 for k in (
+                    "log_every", "image_every", "eval_every", "checkpoint_every")):
+                fetch_pending()
             for h in hooks:
                 h(step)
-            if step % int(t.log_every) == 0 or step == int(t.num_steps):
+            if step % int(t.log_every) == 0 or last_step:
                 last = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
                 last["data/skipped_files"] = float(sum(w["data/skipped_files"] for w in window))
                 last.update(_usage_stats(counts, sizes))

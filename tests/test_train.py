@@ -171,9 +171,13 @@ def test_eight_devices_with_fsdp_match_one_device(tmp_path):
 
 
 def test_non_finite_loss_stops_the_run_naming_step_and_term(tmp_path):
-    with pytest.raises(train.NonFiniteLossError, match=r"non-finite loss at step \d+: loss/"):
-        train.train_and_evaluate(mechanics_config(num_steps=8, lr_g=1e12, checkpoint_every=100),
+    """lr 1e12: step 1's losses are finite, its update is not. The loop reads metrics one
+    step late, yet names step 2, and nothing non-finite is checkpointed."""
+    with pytest.raises(train.NonFiniteLossError, match=r"non-finite loss at step 2: loss/"):
+        train.train_and_evaluate(mechanics_config(num_steps=8, lr_g=1e12, checkpoint_every=2),
                                  str(tmp_path / "nan"))
+    saved = os.listdir(tmp_path / "nan" / "checkpoints")
+    assert not [d for d in saved if d.isdigit()], saved
 
 
 def test_config_errors_name_the_field():
