@@ -20,7 +20,6 @@ import json
 import os
 import re
 import sys
-from typing import Any
 
 KINDS = ("all-reduce", "reduce-scatter", "all-gather", "all-to-all", "collective-permute")
 _BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2, "s32": 4,
@@ -94,34 +93,6 @@ def summarize(ops: list[dict], param_bytes: dict[str, int]) -> dict:
     }
 
 
-def _abstract_consts(config, init_cfgs: dict) -> tuple[dict, Any, Any, Any]:
-    """Constant networks of the step, built as training builds them, with abstract weights:
-    (consts, LPIPS-vgg, VGG19 of the semantic loss, teacher)."""
-    import jax
-    import jax.numpy as jnp
-
-    from adacode_jax import models, perceptual
-
-    consts, lpips_vgg, vgg19, teacher = {}, None, None, None
-    t = config.train
-    s = int(config.data.crop_size)
-
-    def abstract(tree):
-        return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), tree)
-
-    if t.w_lpips > 0:
-        lpips_vgg, variables = perceptual.load_lpips("vgg")
-        consts["lpips"] = abstract(variables)
-    if int(config.stage) == 1 and config.model.use_semantic_loss and t.w_semantic > 0:
-        vgg19, variables = perceptual.load_vgg19(t.vgg19_path or None)
-        consts["vgg19"] = abstract(variables)
-    if int(config.stage) == 3:
-        teacher = models.build(init_cfgs["teacher"])
-        v = jax.eval_shape(teacher.init, jax.random.key(0), jnp.zeros((1, s, s, 3), jnp.float32))
-        consts["teacher"] = {"params": v["params"]}
-    return consts, lpips_vgg, vgg19, teacher
-
-
 def teacher_config(model_cfg):
     """The stage II (HQ) network a stage III generator is trained against: same sizes."""
     import ml_collections
@@ -136,17 +107,22 @@ def compile_step(config, num_devices: int | None = None):
     import jax
     import jax.numpy as jnp
 
-    from adacode_jax import models, steps as steps_lib, train
+    from adacode_jax import models, train
     from adacode_jax import sharding as sharding_lib
 
     devices = jax.devices()[:num_devices] if num_devices else jax.devices()
     mesh = sharding_lib.make_mesh(config.mesh, devices)
-    consts, lpips_vgg, vgg19, teacher = _abstract_consts(
-        config, {"teacher": teacher_config(config.model)})
+    init = {}
+    if int(config.stage) == 3:
+        # the teacher's weights only as shapes: the collectives do not depend on their values
+        t_cfg = teacher_config(config.model)
+        s = int(config.data.crop_size)
+        t_vars = jax.eval_shape(models.build(t_cfg).init, jax.random.key(0),
+                                jnp.zeros((1, s, s, 3), jnp.float32))
+        init = {"teacher_cfg": t_cfg, "teacher": {"params": t_vars["params"]}}
+    nets, consts = train.build_networks(config, init)     # as training builds them
+    consts = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), consts)
     t = config.train
-    g_tx, d_tx = steps_lib.optimizers(t)
-    nets = steps_lib.Networks(models.build(config.model), models.build(config.disc), lpips_vgg,
-                              vgg19, teacher, g_tx, d_tx, tuple(t.frozen))
     abstract = jax.eval_shape(train.init_fn(config, nets))
     state_sh = sharding_lib.tree_shardings(abstract, mesh, int(config.mesh.fsdp_min_size))
     state = jax.tree.map(lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh),

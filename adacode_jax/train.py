@@ -14,9 +14,7 @@ process 0, except checkpoints, which every host writes its part of.
 """
 from __future__ import annotations
 
-import math
 import os
-import time
 from typing import Any
 
 import jax
@@ -100,6 +98,28 @@ def prepare_config(config: ml_collections.ConfigDict):
             raise FileNotFoundError(f"train.stage2_disc_checkpoint: {d_path} has no model.json")
     config_lib.validate(config)
     return config, init
+
+
+def build_networks(config, init: dict):
+    """``(nets, consts)`` of ``config``'s train step: G, D, the loss networks and optimisers,
+    and the constant weights the step takes as an argument (LPIPS-vgg, the stage I VGG19,
+    the stage III teacher from ``init["teacher_cfg"]`` / ``init["teacher"]``, see
+    :func:`prepare_config`)."""
+    t = config.train
+    stage = int(config.stage)
+    consts: dict[str, Any] = {}
+    lpips_vgg = vgg19 = teacher = None
+    if t.w_lpips > 0:
+        lpips_vgg, consts["lpips"] = perceptual.load_lpips("vgg")
+    if stage == 1 and config.model.use_semantic_loss and t.w_semantic > 0:
+        vgg19, consts["vgg19"] = perceptual.load_vgg19(t.vgg19_path or None)
+    if stage == 3:
+        teacher = models.build(init["teacher_cfg"])
+        consts["teacher"] = init["teacher"]
+    g_tx, d_tx = steps_lib.optimizers(t)
+    nets = steps_lib.Networks(models.build(config.model), models.build(config.disc), lpips_vgg,
+                              vgg19, teacher, g_tx, d_tx, tuple(t.frozen))
+    return nets, consts
 
 
 def init_fn(config, nets):
@@ -250,21 +270,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                                   just_logging=not is_main)
     jsonl = JsonlWriter(os.path.join(workdir, "metrics.jsonl"), is_main)
 
-    # networks and constant weights
-    generator = models.build(config.model)
-    discriminator = models.build(config.disc)
-    consts: dict[str, Any] = {}
-    lpips_vgg = vgg19 = teacher = None
-    if t.w_lpips > 0:
-        lpips_vgg, consts["lpips"] = perceptual.load_lpips("vgg")
-    if stage == 1 and config.model.use_semantic_loss and t.w_semantic > 0:
-        vgg19, consts["vgg19"] = perceptual.load_vgg19(t.vgg19_path or None)
-    if stage == 3:
-        teacher = models.build(init["teacher_cfg"])
-        consts["teacher"] = init["teacher"]
-    g_tx, d_tx = steps_lib.optimizers(t)
-    nets = steps_lib.Networks(generator, discriminator, lpips_vgg, vgg19, teacher, g_tx, d_tx,
-                              tuple(t.frozen))
+    nets, consts = build_networks(config, init)
+    generator = nets.generator
     lpips_alex = perceptual.load_lpips("alex")
 
     # state, created directly in its sharding
@@ -350,12 +357,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             fetch_pending()                      # the previous step's, while this one runs
             pending.append((step, m, outputs["usage"], skipped))
             last_step = step == int(t.num_steps)
-            if last_step or any(t[k] and step % int(t[k]) == 0 for k in (
-                    "log_every", "image_every", "eval_every", "checkpoint_every")):
+            log_now = step % int(t.log_every) == 0 or last_step
+            eval_now = bool(t.eval_every) and (step % int(t.eval_every) == 0 or last_step)
+            save_now = step % int(t.checkpoint_every) == 0 or last_step
+            if log_now or eval_now or save_now:
                 fetch_pending()
             for h in hooks:
                 h(step)
-            if step % int(t.log_every) == 0 or last_step:
+            if log_now:
                 last = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
                 last["data/skipped_files"] = float(sum(w["data/skipped_files"] for w in window))
                 last.update(_usage_stats(counts, sizes))
@@ -378,7 +387,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                     images["weight_maps"] = weight_map_pictures(pics["weight_maps"])
                 if is_main:
                     writer.write_images(step, images)
-            if t.eval_every and (step % int(t.eval_every) == 0 or step == int(t.num_steps)):
+            if eval_now:
                 scores = evaluate(apply_fn, state.g_params, pairs, lpips_alex, config)
                 writer.write_scalars(step, scores)
                 jsonl.write(step, scores)
@@ -389,7 +398,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                         os.path.join(workdir, "best", "generator"), config.model,
                         {"params": state.g_params}, extra={"step": step, **scores})
                     logging.info("step %d: new best validation LPIPS %.4f", step, best)
-            if step % int(t.checkpoint_every) == 0 or step == int(t.num_steps):
+            if save_now:
                 ckpts.save(step, state, data_it, config, force=True)
     finally:
         ckpts.close()
@@ -408,7 +417,7 @@ def jit_train_step(nets, train_cfg, stage: int, mesh, state_sh):
     outputs_sh = {"out": batch, "usage": rep}
     if not nets.generator.single_codebook:
         outputs_sh["weight_maps"] = batch
-    one_batch = int(train_cfg.get("d_one_batch", -1))
+    one_batch = int(train_cfg.d_one_batch)
     one_batch = mesh.size > 1 if one_batch == -1 else bool(one_batch)
     return jax.jit(steps_lib.make_train_step(nets, train_cfg, stage, d_one_batch=one_batch),
                    in_shardings=(state_sh, batch, rep), out_shardings=(state_sh, rep, outputs_sh),
