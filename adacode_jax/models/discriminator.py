@@ -77,7 +77,7 @@ class SpectralConv(nn.Module):
             if not self.is_initializing():
                 u.value, v.value = pairs[-1]
         else:
-            pairs = [(u.value, v.value)] * calls
+            pairs = [(u.value, v.value)]            # one σ for every call
         sigma = jnp.stack([jnp.dot(u_c, jnp.matmul(w_mat, v_c, precision=HIGHEST),
                                    precision=HIGHEST) for u_c, v_c in pairs])
         p = self.padding
@@ -91,6 +91,7 @@ class SpectralConv(nn.Module):
         b = y.shape[0]
         if b % calls:
             raise ValueError(f"batch {b} does not split into {calls} interleaved D calls")
+        # sigma: one per call in training mode, a single one (broadcast) in eval mode
         y = y.reshape(b // calls, calls, *y.shape[1:]) / sigma[:, None, None, None]
         return y.reshape(b, *y.shape[2:]).astype(self.dtype)
 
