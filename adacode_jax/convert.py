@@ -23,7 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any, Mapping
+from typing import Mapping
 
 import jax
 import jax.numpy as jnp

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from adacode_jax import convert, models
+from adacode_jax import convert
 from adacode_jax.models.adacode import taps
 from tests import reference as ref
 
