@@ -76,13 +76,9 @@ def read_image_raw(path: str | os.PathLike) -> np.ndarray:
     elif image.ndim != 2:
         raise ImageReadError(f"{path}: unsupported image shape {image.shape}")
     if image.ndim == 2:
-        return np.ascontiguousarray(apply_orientation(image[:, :, None], orientation)[:, :, 0])
-    return np.ascontiguousarray(apply_orientation(image, orientation))
-
-
-def apply_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
-    """``(H, W, C)`` stored pixels -> displayed orientation (EXIF tag 1..8)."""
-    return data_io.apply_exif_orientation(image, orientation)
+        return np.ascontiguousarray(
+            data_io.apply_exif_orientation(image[:, :, None], orientation)[:, :, 0])
+    return np.ascontiguousarray(data_io.apply_exif_orientation(image, orientation))
 
 
 def read_mask(path: str | os.PathLike, shape: tuple[int, int]) -> np.ndarray:
@@ -111,17 +107,14 @@ def output_extension(input_path: str, image: np.ndarray, requested: str = "auto"
     return ext
 
 
-def _quantise(x: np.ndarray, dtype) -> np.ndarray:
+def to_dtype(x: np.ndarray, dtype) -> np.ndarray:
+    """Float in [0, 1] -> ``dtype`` (uint8 / uint16 rounded, float32 clipped)."""
+    x, dtype = np.asarray(x, np.float32), np.dtype(dtype)
     if dtype == np.uint8:
-        return np.round(np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8)
+        return data_io.to_uint8(x)
     if dtype == np.uint16:
         return np.round(np.clip(x, 0.0, 1.0) * 65535.0).astype(np.uint16)
     return np.clip(x, 0.0, 1.0).astype(np.float32)
-
-
-def to_dtype(x: np.ndarray, dtype) -> np.ndarray:
-    """Float in [0, 1] -> ``dtype`` (uint8 / uint16 rounded, float32 clipped)."""
-    return _quantise(np.asarray(x, np.float32), np.dtype(dtype))
 
 
 def to_float(image: np.ndarray) -> np.ndarray:
