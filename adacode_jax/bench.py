@@ -35,6 +35,7 @@ this process to N cores before JAX starts (the reference used ``torch.set_num_th
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import os
@@ -60,7 +61,10 @@ def reference_dir() -> str:
                           os.path.join(os.path.dirname(repo), "shared", "reference"))
 
 
-def _weights_module():
+@functools.lru_cache(maxsize=None)
+def reference_weights_module():
+    """The reference's ``weights.py`` (seed-0 synthetic weights and inputs), loaded from
+    :func:`reference_dir` (the parity tests use it too)."""
     path = os.path.join(reference_dir(), "weights.py")
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} not found: set ADACODE_REFERENCE_DIR to the reference "
@@ -147,7 +151,7 @@ def _network(kind: str, dtype: str, tiny: bool, size: int):
     from adacode_jax import convert, models
 
     if not tiny:
-        cfg, variables = convert.to_variables(_weights_module().make_state_dict(kind, 0), kind)
+        cfg, variables = convert.to_variables(reference_weights_module().make_state_dict(kind, 0), kind)
     else:
         cfg = models.tiny_model_config(kind)
         if kind != "disc":
@@ -163,7 +167,7 @@ def _images(shape_nchw: tuple, seed: int, tiny: bool):
 
     if tiny:
         return np.random.default_rng(seed).random(shape_nchw, dtype=np.float32)
-    return _weights_module().make_input(shape_nchw, seed)
+    return reference_weights_module().make_input(shape_nchw, seed)
 
 
 def inference(kind: str, size: int, *, runs: int, dtype: str = "float32", batch: int = 1,

@@ -7,16 +7,15 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib.util
 import json
 import os
 
 import numpy as np
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-REF_DIR = os.environ.get("ADACODE_REFERENCE_DIR",
-                         os.path.join(os.path.dirname(REPO), "shared", "reference"))
+from adacode_jax import bench
+
+REF_DIR = bench.reference_dir()
 SEED = int(os.environ.get("ADACODE_REFERENCE_SEED", "0"))
 
 
@@ -28,12 +27,9 @@ def path(name: str) -> str:
     return p
 
 
-@functools.lru_cache(maxsize=None)
 def weights_module():
-    spec = importlib.util.spec_from_file_location("adacode_reference_weights", path("weights.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    path("weights.py")                       # a missing file fails the test with the fix
+    return bench.reference_weights_module()
 
 
 @functools.lru_cache(maxsize=None)
