@@ -81,6 +81,10 @@ def base_config(stage: int, kind: str) -> ml_collections.ConfigDict:
     t.stage2_checkpoint = ""
     t.stage2_disc_checkpoint = ""        # '' = <stage2_checkpoint>/../discriminator if present
 
+    # Re-place codes unused over the last N steps on encoder outputs of the batch at every
+    # N-th step (trainable codebooks only: stage I); 0 = never (the reference). Must divide
+    # checkpoint_every, so a resumed run restarts the same codes.
+    t.codebook_restart_every = 0
     t.log_every = 50                     # scalars
     t.image_every = 1000                 # LQ | output | GT panels and weight maps
     t.eval_every = 3000 if stage > 1 else 300   # validation (reference: 300 / 3000)
@@ -133,6 +137,54 @@ def make_tiny(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     return c
 
 
+# The compact recipe's data (python -m adacode_jax.data.corpus --output data/corpus
+# --short-side 512; relative to the working directory, like the paper's data/ folders) and its
+# frozen held-out set, committed in the repository (assets/evalset: 23 real photos, BSRGAN x4
+# with seed 123, never trained on).
+CORPUS_DIR = os.path.join("data", "corpus")
+EVALSET = os.path.join(REPO, "assets", "evalset")
+
+
+def corpus_source(list_name: str, corpus_dir: str = CORPUS_DIR) -> dict:
+    """A folder source over the corpus images named in ``lists/<list_name>.txt``."""
+    return {"type": "folder", "path": os.path.join(corpus_dir, "train"),
+            "list_file": os.path.join(corpus_dir, "lists", f"{list_name}.txt"), "weight": 1.0}
+
+
+def make_compact(c: ml_collections.ConfigDict, list_name: str = "all") -> ml_collections.ConfigDict:
+    """The compact recipe (:func:`adacode_jax.models.compact_model_config`): the paper's
+    networks scaled down to learn on a 2-core CPU in about an hour per stage, trained on the
+    real-photo corpus and validated on the held-out set's ground truths.
+
+    Choices a 2-core budget forces, each a field below: 96² GT crops (24² LR for ×4), batch 4, no adversarial term (``w_gan = 0`` skips the
+    discriminator entirely: a third of the step), a larger step size with warm-up and cosine
+    decay. The validation set is the held-out set; the run exports its last step, and
+    ``best/`` is only informative (selecting on the test set would flatter it).
+    """
+    kind = c.model.kind
+    c.model = models.compact_model_config(kind)
+    c.disc = models.compact_model_config("disc")
+    c.data.crop_size = 96
+    c.data.batch_size = 4
+    c.data.sources = [corpus_source(list_name)]
+    c.train.num_steps = {1: 800, 2: 1200, 3: 1200}[c.stage]
+    c.train.lr_g = 5e-4
+    c.train.lr_d = 4e-4
+    c.train.schedule = "cosine"
+    c.train.warmup_steps = 50
+    c.train.w_gan = 0.0
+    c.train.codebook_restart_every = 25 if c.stage == 1 else 0
+    c.train.log_every = 25
+    c.train.image_every = 250
+    c.train.eval_every = 250
+    c.train.eval_at_start = True
+    c.train.checkpoint_every = 100
+    c.eval.path = os.path.join(EVALSET, "gt")
+    c.eval.num_images = 8
+    c.mesh.num_devices = 1
+    return c
+
+
 def validate(c: ml_collections.ConfigDict) -> None:
     """Raise ValueError naming the field when the config cannot run."""
     def need(ok, msg):
@@ -156,6 +208,10 @@ def validate(c: ml_collections.ConfigDict) -> None:
     need(c.train.schedule in ("constant", "cosine"), f"train.schedule={c.train.schedule!r}")
     need(c.train.num_steps > 0, "train.num_steps must be positive")
     need(c.train.d_one_batch in (-1, 0, 1), f"train.d_one_batch={c.train.d_one_batch} (-1, 0 or 1)")
+    r = int(c.train.get("codebook_restart_every", 0))
+    need(r >= 0 and (r == 0 or c.train.checkpoint_every % r == 0),
+         f"train.codebook_restart_every={r} must be 0 or divide train.checkpoint_every="
+         f"{c.train.checkpoint_every}")
     if c.stage == 2:
         need(not c.train.stage1_checkpoints
              or len(c.train.stage1_checkpoints) == len(c.model.codebooks),

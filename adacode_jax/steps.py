@@ -99,6 +99,31 @@ def semantic_target_scale(vgg19, cfg) -> float:
     return CAFFE_TO_TORCHVISION if getattr(vgg19, "preprocessing", "") == "caffe" else 1.0
 
 
+def restart_dead_codes(state: TrainState, nets: Networks, usage, feat, key):
+    """``(state, restarted)``: every trainable codebook's codes unused over a window (``usage``
+    (K, max n_e) histograms) re-placed on random pre-quantisation vectors of ``feat``, the
+    encoder output (B, h, w, C) of the current batch taken through that codebook's
+    ``before_quant`` 1×1 conv (:func:`adacode_jax.models.quantizer.restart_dead_codes`).
+    ``restarted``: (K,) codes re-placed per codebook (0 for frozen codebooks)."""
+    from adacode_jax.models import quantizer
+
+    g = dict(state.g_params)
+    counts = []
+    f = feat.reshape(-1, feat.shape[-1]).astype(jnp.float32)
+    for k, (n_e, _) in enumerate(nets.generator.codebooks):
+        name = f"quantize_group.{k}"
+        if is_frozen(name, nets.frozen):
+            counts.append(jnp.zeros((), jnp.int32))
+            continue
+        conv = g[f"before_quant_group.{k}"]
+        z = f @ conv["kernel"][0, 0].astype(jnp.float32) + conv["bias"].astype(jnp.float32)
+        book, n = quantizer.restart_dead_codes(g[name]["embedding"], usage[k, :n_e], z,
+                                               jax.random.fold_in(key, k))
+        g[name] = {**g[name], "embedding": book}
+        counts.append(n.astype(jnp.int32))
+    return state.replace(g_params=g), jnp.stack(counts)
+
+
 def _usage_counts(indices, sizes) -> jnp.ndarray:
     """(K, max n_e) code histograms of a batch's indices (K, B, h, w)."""
     width = max(sizes)
@@ -121,6 +146,10 @@ def make_train_step(nets: Networks, cfg: ml_collections.ConfigDict, stage: int,
     t = cfg
     sizes = [int(cb[0]) for cb in nets.generator.codebooks]
     semantic_scale = semantic_target_scale(nets.vgg19, cfg)
+    # w_gan = 0: no adversarial term, so neither D call in the G step nor the D step is run
+    # (D's weights, spectral state and optimiser stay as they are; about a third of a
+    # compact step's time).
+    use_gan = float(t.w_gan) != 0.0
 
     def d_apply(params, spectral, x, calls=1):
         logits, upd = nets.discriminator.apply({"params": params, "spectral": spectral}, x,
@@ -156,8 +185,10 @@ def make_train_step(nets: Networks, cfg: ml_collections.ConfigDict, stage: int,
             target = perceptual.vgg19_features(nets.vgg19, consts["vgg19"], gt) * semantic_scale
             terms["semantic"] = (t.w_semantic, losses.semantic_loss(
                 pred=aux["semantic_feat"], target=target))
-        fake_logits, spectral = d_apply(state.d_params, state.d_spectral, out)
-        terms["g_gan"] = (t.w_gan, losses.hinge_g(fake_logits=fake_logits))
+        spectral = state.d_spectral
+        if use_gan:
+            fake_logits, spectral = d_apply(state.d_params, state.d_spectral, out)
+            terms["g_gan"] = (t.w_gan, losses.hinge_g(fake_logits=fake_logits))
         total = sum(w * v for w, v in terms.values())
         metrics = {f"loss/{k}": v for k, (_, v) in terms.items()}
         metrics["loss/g_total"] = total
@@ -169,6 +200,17 @@ def make_train_step(nets: Networks, cfg: ml_collections.ConfigDict, stage: int,
             trainable, frozen, state, batch, consts)
         updates, g_opt = nets.g_tx.update(grads, state.g_opt, trainable)
         g_params = {**state.g_params, **optax.apply_updates(trainable, updates)}
+
+        grad_norm_g = optax.tree.norm(grads)
+        outputs = {"out": out, "usage": _usage_counts(aux["indices"], sizes)}
+        if float(t.codebook_restart_every) > 0:
+            outputs["feat"] = aux["feat_before_quant"]
+        if "weight_maps" in aux:
+            outputs["weight_maps"] = aux["weight_maps"]
+        if not use_gan:
+            metrics["grad_norm/g"] = grad_norm_g
+            new = state.replace(step=state.step + 1, g_params=g_params, g_opt=g_opt)
+            return new, metrics, outputs
 
         fake = jax.lax.stop_gradient(out)
 
@@ -195,11 +237,8 @@ def make_train_step(nets: Networks, cfg: ml_collections.ConfigDict, stage: int,
         metrics.update({
             "loss/d_real": l_real, "loss/d_fake": l_fake,
             "d/real_logits": jnp.mean(real_logits), "d/fake_logits": jnp.mean(fake_logits),
-            "grad_norm/g": optax.tree.norm(grads), "grad_norm/d": optax.tree.norm(d_grads),
+            "grad_norm/g": grad_norm_g, "grad_norm/d": optax.tree.norm(d_grads),
         })
-        outputs = {"out": out, "usage": _usage_counts(aux["indices"], sizes)}
-        if "weight_maps" in aux:
-            outputs["weight_maps"] = aux["weight_maps"]
         new = state.replace(step=state.step + 1, g_params=g_params, g_opt=g_opt,
                             d_params=d_params, d_spectral=spectral, d_opt=d_opt)
         return new, metrics, outputs

@@ -14,7 +14,9 @@ process 0, except checkpoints, which every host writes its part of.
 """
 from __future__ import annotations
 
+import functools
 import os
+import time
 from typing import Any
 
 import jax
@@ -227,8 +229,9 @@ def _usage_stats(counts: np.ndarray, sizes) -> dict:
 
 
 class JsonlWriter:
-    """Appends ``{"step": s, **scalars}`` lines to ``workdir/metrics.jsonl`` (process 0), so
-    scripts can read a run's numbers without TensorBoard."""
+    """Appends ``{"step": s, "wall_time": unix seconds, **scalars}`` lines to
+    ``workdir/metrics.jsonl`` (process 0), so scripts can read a run's numbers and timing
+    without TensorBoard (:mod:`adacode_jax.report`)."""
 
     def __init__(self, path: str, enabled: bool):
         self.path, self.enabled = path, enabled
@@ -238,8 +241,8 @@ class JsonlWriter:
             import json
 
             with paths.open_file(self.path, "a") as f:
-                f.write(json.dumps({"step": int(step), **{k: float(v) for k, v in scalars.items()}})
-                        + "\n")
+                f.write(json.dumps({"step": int(step), "wall_time": round(time.time(), 3),
+                                    **{k: float(v) for k, v in scalars.items()}}) + "\n")
 
 
 def _check_finite(step: int, metrics: dict) -> None:
@@ -318,6 +321,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         hooks.append(periodic_actions.Profile(num_profile_steps=5, profile_duration_ms=None,
                                               logdir=workdir))
     window, counts, last = [], None, {}
+    restart_every = int(t.codebook_restart_every)
+    restart_counts = None                 # code histograms since the last restart
+    n_restarted = 0                       # codes re-placed since the last log
+    restart_fn = jax.jit(functools.partial(steps_lib.restart_dead_codes, nets=nets),
+                         out_shardings=(state_sh, rep), donate_argnums=(0,))
     best = _read_best(workdir)
     if t.eval_every and t.eval_at_start and start == 0:
         scores = evaluate(apply_fn, state.g_params, pairs, lpips_alex, config)
@@ -331,7 +339,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     pending = []
 
     def fetch_pending():
-        nonlocal counts
+        nonlocal counts, restart_counts
         for s_done, m_dev, usage_dev, n_skipped in pending:
             m_host = jax.device_get(m_dev)
             _check_finite(s_done, m_host)
@@ -339,6 +347,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             window.append(m_host)
             usage = np.asarray(jax.device_get(usage_dev))
             counts = usage if counts is None else counts + usage
+            if restart_every:
+                restart_counts = usage if restart_counts is None else restart_counts + usage
         pending.clear()
 
     try:
@@ -360,14 +370,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             log_now = step % int(t.log_every) == 0 or last_step
             eval_now = bool(t.eval_every) and (step % int(t.eval_every) == 0 or last_step)
             save_now = step % int(t.checkpoint_every) == 0 or last_step
-            if log_now or eval_now or save_now:
+            restart_now = bool(restart_every) and step % restart_every == 0 and not last_step
+            if log_now or eval_now or save_now or restart_now:
                 fetch_pending()
+            if restart_now:
+                # after step s, before s + 1 (and before a checkpoint at s): a resumed run
+                # starts from the same codes with an empty histogram, as this one continues
+                state, restarted = restart_fn(
+                    state, usage=restart_counts, feat=outputs["feat"],
+                    key=jax.random.fold_in(jax.random.key(int(config.seed) + 1), step))
+                restart_counts = None
+                n_restarted += int(np.sum(jax.device_get(restarted)))
             for h in hooks:
                 h(step)
             if log_now:
                 last = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
                 last["data/skipped_files"] = float(sum(w["data/skipped_files"] for w in window))
                 last.update(_usage_stats(counts, sizes))
+                if restart_every:
+                    last["codebook/restarted"] = float(n_restarted)
+                    n_restarted = 0
                 last["lr/g"] = float(steps_lib.learning_rate(t.lr_g, t)(step))
                 last["lr/d"] = float(steps_lib.learning_rate(t.lr_d, t)(step))
                 if "weight_maps" in outputs:
@@ -415,6 +437,8 @@ def jit_train_step(nets, train_cfg, stage: int, mesh, state_sh):
     maps stay batch-sharded, so no step gathers activations (they are fetched when logged)."""
     rep, batch = sharding_lib.replicated(mesh), sharding_lib.batch_sharding(mesh)
     outputs_sh = {"out": batch, "usage": rep}
+    if float(train_cfg.codebook_restart_every) > 0:
+        outputs_sh["feat"] = batch
     if not nets.generator.single_codebook:
         outputs_sh["weight_maps"] = batch
     one_batch = int(train_cfg.d_one_batch)

@@ -4,15 +4,25 @@ weight predictor.
     python -m adacode_jax.main --config configs/stage2_adacode.py --workdir runs/s2 \
         --config.train.stage1_checkpoints='("runs/s1_architecture/export/generator", ...)'
 
-Variants: "" (paper) and "tiny".
+Variants: "" (paper), "tiny" (CPU smoke run), "compact" (the compact recipe: K = 3 basis
+codebooks from the compact stage I runs) and "compact,single" (the Table 1 baseline: one
+codebook holding as many codes, from the stage I ``all,compact`` run; its weight predictor
+has one map).
 """
 from adacode_jax import config_lib
 
 
 def get_config(arg: str = ""):
+    parts = [p for p in (arg or "").split(",") if p]
+    unknown = [p for p in parts if p not in ("tiny", "compact", "single")]
+    if unknown or ("tiny" in parts and "compact" in parts) or ("single" in parts
+                                                                and "compact" not in parts):
+        raise ValueError(f"unknown variant {arg!r}; use '', 'tiny', 'compact' or 'compact,single'")
     c = config_lib.base_config(stage=2, kind="stage2")
-    if arg == "tiny":
+    if "tiny" in parts:
         config_lib.make_tiny(c)
-    elif arg:
-        raise ValueError(f"unknown variant {arg!r}; use '' or 'tiny'")
+    if "compact" in parts:
+        config_lib.make_compact(c)
+        if "single" in parts:
+            c.model.codebooks = ((768, 64),)
     return c

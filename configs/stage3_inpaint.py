@@ -3,7 +3,7 @@
     python -m adacode_jax.main --config configs/stage3_inpaint.py --workdir runs/inpaint \
         --config.train.stage2_checkpoint=runs/s2/export/generator
 
-Variants: "" (paper) and "tiny".
+Variants: "" (paper), "tiny" (CPU smoke run) and "compact" (the compact recipe).
 """
 from adacode_jax import config_lib
 
@@ -12,6 +12,8 @@ def get_config(arg: str = ""):
     c = config_lib.base_config(stage=3, kind="inpaint")
     if arg == "tiny":
         config_lib.make_tiny(c)
+    elif arg == "compact":
+        config_lib.make_compact(c)
     elif arg:
-        raise ValueError(f"unknown variant {arg!r}; use '' or 'tiny'")
+        raise ValueError(f"unknown variant {arg!r}; use '', 'tiny' or 'compact'")
     return c

@@ -82,6 +82,33 @@ def tiny_model_config(kind: str) -> ml_collections.ConfigDict:
     return c
 
 
+def compact_model_config(kind: str) -> ml_collections.ConfigDict:
+    """The compact family: the official structure (encoder pyramid to 1/8, K = 3 basis
+    codebooks, Swin weight predictor, decoder; for stage III the LQ encoder's Swin stack and
+    decoder shortcuts) scaled so that each stage learns on a 2-core CPU in about an hour.
+
+    Widths C[r] = 32 / 32 / 64 / 128 from the image level down to the 1/8 latent (official:
+    32 / 64 / 128 / 256 / 256), one RSTB of two Swin blocks at width 128 with 4 heads and
+    4 × 4 windows (official: 4 RSTBs of 6 blocks at 256, 8 heads, 8 × 8), and three 256 × 64
+    codebooks (official: five of 256-512 codes × 256). The discriminator keeps its U-Net at
+    num_feat 32 (official 64).
+    """
+    c = model_config(kind)
+    if kind == "disc":
+        c.num_feat = 32
+        return c
+    c.codebooks = ((256, 64),) if kind == "stage1" else ((256, 64),) * 3
+    # C[r] for r in 8 ... 512 (keyed by the resolution a 256² image has at that level)
+    c.channels = (128, 128, 128, 128, 64, 32, 32)
+    c.swin_dim = 128
+    c.swin_num_rstb = 1
+    c.swin_depth = 2
+    c.swin_heads = 4
+    c.window_size = 4
+    c.mlp_ratio = 2.0
+    return c
+
+
 def build_generator(cfg: ml_collections.ConfigDict) -> AdaCodeNet:
     """An :class:`AdaCodeNet` from a generator config (see :func:`model_config`)."""
     channels = list(cfg.channels)
@@ -120,5 +147,6 @@ def build(cfg: ml_collections.ConfigDict):
 
 
 __all__ = ["AdaCodeNet", "UNetDiscriminatorSN", "model_config", "tiny_model_config",
+           "compact_model_config",
            "build_generator", "build_discriminator", "build", "KINDS", "GENERATOR_KINDS",
            "OFFICIAL_CODEBOOKS"]

@@ -75,6 +75,31 @@ class VectorQuantizer(nn.Module):
         return z_q, loss, indices.astype(jnp.int32), nearest.astype(jnp.int32)
 
 
+def restart_dead_codes(codebook: jnp.ndarray, usage: jnp.ndarray, candidates: jnp.ndarray,
+                       key: jax.Array) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """Codes unused over a window re-placed on encoder outputs (a training aid, not part of
+    the network: the layout and forward stay the official ones).
+
+    A plain VQ codebook trained from its tiny uniform init at a high step size collapses onto
+    a few codes (seen on the compact recipe: 20 of 256 codes after 20 steps), because only the
+    chosen codes receive gradients. Re-placing each dead code on a randomly chosen
+    pre-quantisation vector ``z`` of the current batch (Dhariwal et al. 2020, Jukebox; Zeghidour
+    et al. 2021, SoundStream) keeps every code near the data.
+
+    Args:
+      codebook: (n_e, e_dim).
+      usage: (n_e,) how often each code was chosen over the window; 0 = dead.
+      candidates: (N, e_dim) pre-quantisation vectors to draw from.
+      key: PRNG key of this restart.
+    Returns:
+      (new codebook, number of codes re-placed).
+    """
+    dead = usage <= 0
+    pick = jax.random.randint(key, (codebook.shape[0],), 0, candidates.shape[0])
+    new = jnp.where(dead[:, None], candidates[pick].astype(codebook.dtype), codebook)
+    return new, jnp.sum(dead)
+
+
 def _uniform_sym(n_e: int):
     """uniform(−1/n_e, 1/n_e), the reference's codebook init."""
     def init(key, shape, dtype=jnp.float32):
