@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install clean bench
+.PHONY: demo test install clean bench reproduce-compact
 
 $(STAMP): setup.cfg pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=python3 ...'"; exit 1; }
@@ -24,6 +24,11 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	JAX_COMPILATION_CACHE_DIR=$(CURDIR)/demo_out/.jax_cache $(PY) -m adacode_jax.demo --workdir demo_out
+
+# The compact recipe (docs/reproduction.md): corpus, stages I-III, comparison, curves. Resumable:
+# rerun after an interruption. About 2 hours on 2 CPU cores.
+reproduce-compact: $(STAMP)
+	PY=$(CURDIR)/$(PY) bash launch/compact_recipe.sh
 
 bench: $(STAMP)
 	$(PY) -m adacode_jax.bench

@@ -104,3 +104,40 @@ def weight_map_figure(image: np.ndarray, maps: np.ndarray, *, panel: int = 256,
     draw.text((_GAP, y_bar + _LABEL_H // 2 + 2), f"{lo:+.3f}", fill=(0, 0, 0), font=font)
     draw.text((_GAP + bar_w - 48, y_bar + _LABEL_H // 2 + 2), f"{hi:+.3f}", fill=(0, 0, 0), font=font)
     return np.asarray(pil)
+
+
+def labelled_row(pictures, *, panel: int = 256, title: str | None = None) -> np.ndarray:
+    """Pictures side by side at one height, each with its label above (LQ | bicubic | ours |
+    GT panels).
+
+    Args:
+      pictures: ``[(label, (H, W, 3) RGB float in [0, 1]), ...]``; each is resized (nearest
+        neighbour, so an LQ input shows its pixels) to ``panel`` pixels high.
+      title: a line above the row.
+    Returns:
+      ``(Hf, Wf, 3)`` uint8 RGB.
+    """
+    tiles = []
+    for label, img in pictures:
+        img = np.asarray(img, np.float32)
+        if img.ndim == 2:
+            img = np.repeat(img[:, :, None], 3, axis=2)
+        w = max(1, round(img.shape[1] * panel / img.shape[0]))
+        pic = cv2.resize(img, (w, panel), interpolation=cv2.INTER_NEAREST)
+        tiles.append((label, np.round(np.clip(pic, 0, 1) * 255).astype(np.uint8)))
+    title_h = _LABEL_H + _GAP if title else 0
+    fig_w = sum(t.shape[1] + _GAP for _, t in tiles) + _GAP
+    fig = np.full((title_h + _LABEL_H + panel + 2 * _GAP, fig_w, 3), 255, np.uint8)
+    x, labels = _GAP, []
+    for label, t in tiles:
+        fig[title_h + _LABEL_H + _GAP:title_h + _LABEL_H + _GAP + panel, x:x + t.shape[1]] = t
+        labels.append((x, title_h + 3, label))
+        x += t.shape[1] + _GAP
+    pil = Image.fromarray(fig)
+    draw = ImageDraw.Draw(pil)
+    font = ImageFont.load_default(size=12)
+    if title:
+        draw.text((_GAP, 3), title, fill=(0, 0, 0), font=font)
+    for x, y, text in labels:
+        draw.text((x, y), text, fill=(0, 0, 0), font=font)
+    return np.asarray(pil)

