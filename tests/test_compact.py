@@ -128,3 +128,12 @@ def test_without_gan_the_discriminator_is_skipped_and_g_gets_the_same_update():
         np.testing.assert_array_equal(a, b)
     assert any(not np.array_equal(a, b) for a, b in
                zip(jax.tree.leaves(s1.d_params), jax.tree.leaves(state.d_params)))
+
+
+def test_model_sizes_reports_parameters_and_flops():
+    from adacode_jax import model_sizes
+
+    s = model_sizes.size("compact", "sr_x4")
+    assert s["params"] == 3_845_462
+    assert 30.0 < s["gflops"] < 45.0          # 37.8 GFLOPs per 64² -> 256² image
+    assert "| compact | disc |" in model_sizes.table(["compact"])
