@@ -2,6 +2,7 @@
 
     python -m adacode_jax.compare --testset assets/evalset --output OUT \\
         [--model NAME=CHECKPOINT ...] [--no-peer] [--panels 4]
+    python -m adacode_jax.compare --reconstruct --output OUT --model K3=S2_EXPORT --model K1=...
 
 For every ``lq/`` image of a test set written by ``python -m adacode_jax.data.make_testset
 --task sr_x4`` (the shipped held-out set is ``assets/evalset``: 23 real photos, BSRGAN ×4, seed
@@ -132,6 +133,56 @@ def compare(testset: str, output_dir: str, models: dict[str, str], *, peer: bool
     return results
 
 
+def reconstruct(testset: str, output_dir: str, models: dict[str, str], *,
+                progress: bool = True) -> dict[str, Any]:
+    """Stage I/II reconstruction of the test set's ``gt/`` images by each model (the paper's
+    Table 1 protocol: the HQ network encodes, quantises and decodes the GT), evaluated like
+    :func:`compare` (official ``test()`` padding). Returns the ``metrics.json`` content."""
+    import jax
+    import tqdm
+
+    from adacode_jax import checkpointing, evaluate
+    from adacode_jax import models as models_lib
+
+    gt_files = sorted(os.path.join(testset, "gt", f) for f in os.listdir(os.path.join(testset, "gt"))
+                      if f.lower().endswith(".png"))
+    if not gt_files:
+        raise evaluate.EvaluationError(f"{testset}/gt has no PNG images")
+    evaluator = evaluate.Evaluator()
+    results: dict[str, Any] = {"protocol": evaluator.protocol, "testset": os.path.abspath(testset),
+                               "task": "reconstruction of gt/", "seed": None,
+                               "models": {k: os.path.abspath(v) for k, v in models.items()},
+                               "methods": {}}
+    for name, ckpt in models.items():
+        cfg, variables, _ = checkpointing.load_inference(ckpt)
+        if cfg.lq_stage:
+            raise evaluate.EvaluationError(f"{ckpt}: a stage III network ({cfg.kind}); "
+                                           "reconstruction needs a stage I or II export")
+        net = models_lib.build(cfg)
+        fwd = jax.jit(lambda v, x: net.apply(v, x, method="restore_padded")[0])
+        per_image, seconds = {}, []
+        for f in tqdm.tqdm(gt_files, desc=name, unit="image", disable=not progress):
+            gt = data_io.read_image(f)
+            t0 = time.perf_counter()
+            out = np.asarray(fwd({"params": variables["params"]}, gt[None]))[0]
+            seconds.append(time.perf_counter() - t0)
+            out = (np.round(np.clip(out, 0, 1) * 255) / 255).astype(np.float32)
+            stem = os.path.splitext(os.path.basename(f))[0]
+            data_io.write_png(os.path.join(output_dir, name, stem + ".png"), out)
+            per_image[stem] = evaluator(out, gt, name=f"{name}/{stem}")
+        mean = {c: float(np.mean([r[c] for r in per_image.values() if r[c] is not None]))
+                for c, _, _ in TABLE_COLUMNS}
+        results["methods"][name] = {"mean": mean, "per_image": per_image,
+                                    "seconds_per_image_median": float(np.median(seconds)),
+                                    "codebooks": [list(b) for b in cfg.codebooks]}
+    os.makedirs(output_dir, exist_ok=True)
+    with open(os.path.join(output_dir, "metrics.json"), "w", encoding="utf-8") as f:
+        json.dump(results, f, indent=2)
+    with open(os.path.join(output_dir, "table.md"), "w", encoding="utf-8") as f:
+        f.write(format_table(results) + "\n")
+    return results
+
+
 def _stack(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     w = max(a.shape[1], b.shape[1])
     pad = lambda x: np.pad(x, ((0, 0), (0, w - x.shape[1]), (0, 0)), constant_values=255)  # noqa: E731
@@ -163,6 +214,9 @@ def main(argv: list[str] | None = None) -> int:
                         "x4 model")
     p.add_argument("--no-peer", action="store_true", help="leave out Real-ESRGAN x4plus")
     p.add_argument("--panels", type=int, default=4, help="images with side-by-side panels")
+    p.add_argument("--reconstruct", action="store_true",
+                   help="instead: reconstruct the gt/ images with stage I/II exports given by "
+                        "--model (the paper's Table 1 protocol)")
     args = p.parse_args(argv)
     from adacode_jax import config_lib
 
@@ -173,6 +227,16 @@ def main(argv: list[str] | None = None) -> int:
         if not sep or not name or not path:
             p.error(f"--model {item!r}: expected NAME=CHECKPOINT")
         models[name] = path
+    if args.reconstruct:
+        if not models:
+            p.error("--reconstruct needs --model NAME=CHECKPOINT (stage I/II exports)")
+        try:
+            results = reconstruct(testset, args.output, models)
+        except (evaluate.EvaluationError, FileNotFoundError, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        print(format_table(results))
+        return 0
     if not models:
         models = {"adacode_compact": restore.shipped_model("sr", 4)}
     peer = not args.no_peer
