@@ -1,23 +1,17 @@
-"""Loss functions against the official training step (shared/reference/losses_sr_x4_seed0.npz).
+"""Loss functions against the official training step (the reference's losses_sr_x4_seed0.npz).
 
 The fixture holds the tensors of one stage III ×4 step of the PyTorch code (B = 2) and every loss
 term it produced. Each loss here is recomputed from the stored tensors alone, so no network and
 no argmin is involved. Stored arrays are NCHW; they are moved to NHWC before use.
 """
-import importlib.util
-import os
-import pathlib
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from adacode_jax import losses
+from tests import reference
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-REFERENCE_DIR = pathlib.Path(os.environ.get("ADACODE_REFERENCE_DIR", REPO.parent / "shared" / "reference"))
-SEED = int(os.environ.get("ADACODE_REFERENCE_SEED", "0"))
 RTOL = 1e-4
 
 
@@ -27,23 +21,12 @@ def _nhwc(x):
 
 @pytest.fixture(scope="module")
 def ref():
-    path = REFERENCE_DIR / f"losses_sr_x4_seed{SEED}.npz"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"reference fixture {path} is missing; set ADACODE_REFERENCE_DIR to the shared/reference directory")
-    with np.load(path) as data:
-        return {k: data[k] for k in data.files}
+    return reference.outputs("losses_sr_x4")
 
 
 @pytest.fixture(scope="module")
 def state_dict():
-    path = REFERENCE_DIR / "weights.py"
-    if not path.is_file():
-        raise FileNotFoundError(f"weight generator {path} is missing; set ADACODE_REFERENCE_DIR")
-    spec = importlib.util.spec_from_file_location("adacode_reference_weights", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.make_state_dict("sr_x4", SEED)
+    return reference.state_dict("sr_x4")
 
 
 def _close(got, want, name):
