@@ -74,6 +74,15 @@ def output_path(output_dir: str, job: Job, image: np.ndarray, *, suffix: str = "
     return os.path.join(output_dir, stem + suffix + imageio.output_extension(job.source, image, ext))
 
 
+def check_finite_input(image: np.ndarray) -> None:
+    """Refuse a float image holding NaN or Inf (its file is named by the caller's report)."""
+    if np.issubdtype(image.dtype, np.floating):
+        bad = int(image.size - np.count_nonzero(np.isfinite(image)))
+        if bad:
+            raise ValueError(f"the float image holds {bad} NaN/Inf sample(s); pixel values must "
+                             "be finite, in [0, 1]: fix or re-export the image")
+
+
 @dataclasses.dataclass
 class RunReport:
     """What a folder run did."""
@@ -97,6 +106,7 @@ def restore_files(restorer: Restorer, jobs: list[Job], output_dir: str, *, suffi
     for job in tqdm.tqdm(jobs, desc="restore", unit="file", disable=not progress):
         try:
             image = imageio.read_image_raw(job.source)
+            check_finite_input(image)
             out_path = output_path(output_dir, job, image, suffix=suffix, ext=ext)
             if ext != "auto" and not out_path.lower().endswith("." + ext):
                 report.notes.append(f"{job.source}: written as {os.path.splitext(out_path)[1]}, "
@@ -116,7 +126,10 @@ def restore_files(restorer: Restorer, jobs: list[Job], output_dir: str, *, suffi
                 report.notes.append(f"{job.source}: no mask, nothing painted; white pixels already "
                                     "in the image are treated as holes")
                 note(f"note: {report.notes[-1]}")
-            out, maps = restorer.restore_with_maps(image, mask)
+            out, maps = restorer.restore_with_maps(image, mask)   # refuses NaN/Inf outputs
+            if np.issubdtype(out.dtype, np.floating) and not np.isfinite(out).all():
+                raise ValueError("the output holds NaN/Inf values and was not written; "
+                                 "try --dtype float32 or another checkpoint")
             imageio.write_image_raw(out_path, out)
             claimed[real] = job.source
             report.written.append(out_path)
@@ -141,8 +154,13 @@ def benchmark_speed(restorer: Restorer, jobs: list[Job], repeats: int,
     nothing. Returns per-file ``{file, input, output, median_s, s_per_output_mp, s_per_input_mp}``."""
     rows = []
     for job in jobs:
-        rgb = imageio.split_channels(imageio.read_image_raw(job.source))[0]
-        restorer.restore_rgb(rgb)   # compile and warm up
+        image = imageio.read_image_raw(job.source)
+        try:
+            check_finite_input(image)
+            rgb = imageio.split_channels(image)[0]
+            restorer.restore_rgb(rgb)   # compile and warm up; refuses NaN/Inf
+        except ValueError as e:
+            raise ValueError(f"{job.source}: {e}") from None
         times = []
         for _ in range(max(1, repeats)):
             t0 = time.perf_counter()

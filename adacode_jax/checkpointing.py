@@ -42,6 +42,16 @@ def save_inference(directory: str, model_cfg: ml_collections.ConfigDict, variabl
     return directory
 
 
+def first_non_finite(tree: Any) -> str | None:
+    """The ``/``-joined path of the first floating leaf of ``tree`` holding NaN or Inf, or None."""
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        a = np.asarray(leaf)
+        if np.issubdtype(a.dtype, np.inexact) and not np.isfinite(a).all():
+            return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))))
+                            for k in path)
+    return None
+
+
 def load_inference(directory: str):
     """(model_cfg, variables, meta) from a directory written by :func:`save_inference`.
 
@@ -61,6 +71,11 @@ def load_inference(directory: str):
         # Without a target Orbax restores the saved shardings, which fails on another topology.
         stored = ckptr.metadata(path).item_metadata
         variables = ckptr.restore(path, jax.tree.map(lambda m: np.empty(m.shape, m.dtype), stored))
+    bad = first_non_finite(variables)
+    if bad is not None:
+        raise ValueError(f"{directory}: the weights are broken: {bad} holds NaN/Inf values; "
+                         "re-export them from a training checkpoint saved before the loss "
+                         "diverged")
     return ml_collections.ConfigDict(meta["model"]), variables, meta
 
 
@@ -103,6 +118,15 @@ class RunCheckpoints:
                                   data=grain.checkpoint.CheckpointRestore(data_iterator))
         restored = self.manager.restore(step, args=args)
         return restored["state"]
+
+    def saved_config(self, step: int) -> dict | None:
+        """The config saved with ``step`` (a JSON dict), or None if that step has none."""
+        try:
+            restored = self.manager.restore(
+                step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))
+        except (FileNotFoundError, KeyError, ValueError):
+            return None
+        return restored["config"]
 
     def wait(self) -> None:
         self.manager.wait_until_finished()

@@ -95,11 +95,9 @@ def summarize(ops: list[dict], param_bytes: dict[str, int]) -> dict:
 
 def teacher_config(model_cfg):
     """The stage II (HQ) network a stage III generator is trained against: same sizes."""
-    import ml_collections
+    from adacode_jax import train
 
-    c = ml_collections.ConfigDict(model_cfg.to_dict())
-    c.kind, c.lq_stage, c.scale_factor = "stage2", False, 1
-    return c
+    return train.hq_twin(model_cfg)
 
 
 def compile_step(config, num_devices: int | None = None):

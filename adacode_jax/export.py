@@ -71,6 +71,27 @@ def export_restore(model: models.AdaCodeNet, variables: Any, *, shape: tuple[int
     return jax_export.export(fn, platforms=tuple(platforms))(params, input_spec(model, shape))
 
 
+def check_finite(model: models.AdaCodeNet, variables: Any, exported: jax_export.Exported,
+                 source: str, shape: tuple[int, int] | None = None) -> None:
+    """Refuse weights holding NaN/Inf, and an export whose output on a mid-grey probe image is
+    not finite (run when the current backend is among the lowered platforms)."""
+    bad = checkpointing.first_non_finite(variables["params"])
+    if bad is not None:
+        raise ValueError(f"{source}: the weights are broken: {bad} holds NaN/Inf values; "
+                         "nothing was exported")
+    platform = {"gpu": "cuda"}.get(jax.default_backend(), jax.default_backend())
+    if platform not in exported.platforms:
+        return
+    m = int(model.pad_multiple)
+    h, w = shape if shape is not None else (m, m)
+    y = np.asarray(exported.call({"params": variables["params"]},
+                                 np.full((1, h, w, 3), 0.5, np.float32)))
+    if not np.isfinite(y).all():
+        raise ValueError(f"{source}: the exported function returns NaN/Inf on a grey {w}x{h} "
+                         f"probe image ({model.dtype.__name__} compute); nothing was exported: "
+                         "try --dtype float32 or another checkpoint")
+
+
 def save_export(directory: str, cfg: ml_collections.ConfigDict, variables: Any,
                 exported: jax_export.Exported, *, source: str = "") -> dict[str, Any]:
     """Write the three parts (see the module docstring); returns the metadata written."""
@@ -137,8 +158,10 @@ def main(argv: list[str] | None = None) -> int:
         kind = restore_lib.requested_kind(args.checkpoint, args.task, args.scale)
         cfg, variables, source = restore_lib.load_network(args.checkpoint, kind, task=args.task,
                                                           dtype=args.dtype)
-        exported = export_restore(models.build(cfg), variables, shape=args.shape,
+        model = models.build(cfg)
+        exported = export_restore(model, variables, shape=args.shape,
                                   platforms=[s.strip() for s in args.platforms.split(",") if s.strip()])
+        check_finite(model, variables, exported, source or args.checkpoint, args.shape)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -74,9 +74,15 @@ def learning_rate(peak: float, cfg: ml_collections.ConfigDict) -> optax.Schedule
 
 
 def optimizers(cfg: ml_collections.ConfigDict):
-    """Adam for G and D with the reference's betas (0.9, 0.99) and no weight decay."""
+    """Adam for G and D with the reference's betas (0.9, 0.99) and no weight decay; with
+    ``cfg.grad_clip > 0`` each gradient is first clipped to that global norm (the reference
+    does not clip)."""
     g = optax.adam(learning_rate(cfg.lr_g, cfg), b1=cfg.b1, b2=cfg.b2)
     d = optax.adam(learning_rate(cfg.lr_d, cfg), b1=cfg.b1, b2=cfg.b2)
+    clip = float(cfg.get("grad_clip", 0.0))
+    if clip > 0:
+        g = optax.chain(optax.clip_by_global_norm(clip), g)
+        d = optax.chain(optax.clip_by_global_norm(clip), d)
     return g, d
 
 

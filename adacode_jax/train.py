@@ -54,7 +54,11 @@ def _stage1_codebooks(exports) -> list[np.ndarray]:
     """The codebook of each stage I export (``quantize_group.0.embedding``), in order."""
     books = []
     for p in exports:
-        _, variables, _ = _load_export(p, "train.stage1_checkpoints")
+        cfg, variables, _ = _load_export(p, "train.stage1_checkpoints")
+        if not cfg.get("single_codebook", False):
+            raise ValueError(f"train.stage1_checkpoints: {p} holds a {cfg.get('kind')!r} network, "
+                             "not a stage I (one codebook) export; list the stage I runs' "
+                             "export/generator directories")
         try:
             books.append(np.asarray(variables["params"]["quantize_group.0"]["embedding"]))
         except KeyError:
@@ -63,7 +67,10 @@ def _stage1_codebooks(exports) -> list[np.ndarray]:
 
 
 def _copy_matching(dst: dict, src: dict) -> tuple[dict, int]:
-    """BasicSR's ``strict=False`` load: take every same-name, same-shape leaf of ``src``."""
+    """BasicSR's ``strict=False`` load: take every same-name, same-shape leaf of ``src``.
+
+    Stage III checks first (:func:`_check_stage2_fits`) that every leaf it must take is there.
+    """
     flat_dst, flat_src = traverse_util.flatten_dict(dst), traverse_util.flatten_dict(src)
     n = 0
     for k, v in flat_src.items():
@@ -71,6 +78,81 @@ def _copy_matching(dst: dict, src: dict) -> tuple[dict, int]:
             flat_dst[k] = jnp.asarray(v, flat_dst[k].dtype)
             n += 1
     return traverse_util.unflatten_dict(flat_dst), n
+
+
+def _shapes(tree) -> dict[str, tuple]:
+    return {"/".join(k): tuple(np.shape(v)) for k, v in traverse_util.flatten_dict(tree).items()}
+
+
+def hq_twin(model_cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The stage II (HQ) network of the same sizes as a stage III ``model_cfg``."""
+    c = ml_collections.ConfigDict(model_cfg.to_dict())
+    c.kind, c.lq_stage, c.scale_factor = "stage2", False, 1
+    return c
+
+
+def stage2_leaves(config) -> tuple[dict[str, tuple], list[str]]:
+    """``(required, kept)`` for a stage III ``config``: the generator leaves (``/``-joined name
+    -> shape) that must come from the stage II export, and those that stay at initialisation.
+
+    Required: every leaf outside ``multiscale_encoder`` (the frozen ``quantize_group.*``,
+    ``decoder_group.*``, ``after_quant_group.*``, ``out_conv`` of ``config_lib.FROZEN[3]``, and
+    the trained-on ``before_quant_group.*`` and ``weight_predictor``), plus the LQ encoder
+    leaves whose name and shape the HQ encoder of the same sizes has: ``in_conv`` and the down
+    stages ``blocks.0 .. blocks.{depth-1}`` where the widths agree, and, as BasicSR's
+    ``strict=False`` load takes them by name, the same-shape ResBlocks of an up stage whose
+    index an HQ down stage also has (tiny x4: ``blocks.2/2``).
+    Kept at init: the rest of the LQ encoder, which the HQ network lacks or has in another
+    shape: its Swin stack ``blocks.{depth}``, the up stages ``blocks.{depth+1}``,
+    ``blocks.{depth+2}`` feeding the decoder shortcuts (but for the ResBlocks above), and
+    ``in_conv`` / down stages whose width differs from the HQ encoder's (``C[r]`` of another
+    input resolution ``r``).
+    """
+    gt_shape, lq_shape = _input_shapes(config)
+    key = jax.random.key(0)
+    g = _shapes(jax.eval_shape(models.build(config.model).init, key,
+                               jnp.zeros(lq_shape, jnp.float32))["params"])
+    hq = _shapes(jax.eval_shape(models.build(hq_twin(config.model)).init, key,
+                                jnp.zeros(gt_shape, jnp.float32))["params"])
+    required, kept = {}, []
+    for k, shape in g.items():
+        if not k.startswith("multiscale_encoder/") or hq.get(k) == shape:
+            required[k] = shape
+        else:
+            kept.append(k)
+    return required, kept
+
+
+def _listing(items: list[str], n: int = 6) -> str:
+    more = f" (+{len(items) - n} more)" if len(items) > n else ""
+    return ", ".join(items[:n]) + more
+
+
+def _check_stage2_fits(config, teacher: dict, disc: dict | None, g_path: str, d_path: str):
+    """Refuse a stage II export that does not give stage III every leaf it takes from it."""
+    required, _ = stage2_leaves(config)
+    have = _shapes(teacher["params"])
+    missing = [k for k in required if k not in have]
+    wrong = [f"{k} {have[k]} vs {required[k]}" for k in required
+             if k in have and have[k] != required[k]]
+    if missing or wrong:
+        parts = ([f"missing {_listing(missing)}"] if missing else []) + (
+            [f"other shapes (export vs network) {_listing(wrong)}"] if wrong else [])
+        raise ValueError(f"train.stage2_checkpoint: {g_path} does not fit the stage III network "
+                         f"({len(missing) + len(wrong)} of {len(required)} leaves it must take): "
+                         + "; ".join(parts) + "; use the stage II export trained with the same "
+                         "model.* sizes, or make model.* match it")
+    if disc is not None:
+        gt_shape, _ = _input_shapes(config)
+        want = _shapes(jax.eval_shape(models.build(config.disc).init, jax.random.key(0),
+                                      jnp.zeros(gt_shape, jnp.float32)))
+        got = _shapes({c: disc[c] for c in disc})
+        bad = sorted(k for k in set(want) | set(got) if want.get(k) != got.get(k))
+        if bad:
+            raise ValueError(
+                f"train.stage2_disc_checkpoint: {d_path} does not fit disc.* ({len(bad)} leaves "
+                f"missing, extra or of another shape: {_listing(bad)}); use the discriminator "
+                "of the same stage II run, or make disc.* match it")
 
 
 def prepare_config(config: ml_collections.ConfigDict):
@@ -82,10 +164,18 @@ def prepare_config(config: ml_collections.ConfigDict):
     config_lib.validate(config)            # before reading any file the config names
     init: dict[str, Any] = {}
     t = config.train
+    if config.stage == 2 and not t.stage1_checkpoints and not t.get("allow_random_codebooks", False):
+        raise ValueError("train.stage1_checkpoints is empty: stage II would mix random, frozen "
+                         "codebooks; list the stage I exports (--config.train.stage1_checkpoints="
+                         "'(\"runs/s1_<class>/export/generator\", ...)') or set "
+                         "train.allow_random_codebooks=True for an experiment")
     if config.stage == 2 and t.stage1_checkpoints:
         books = _stage1_codebooks(t.stage1_checkpoints)
         config.model.codebooks = tuple(tuple(b.shape) for b in books)
         init["codebooks"] = books
+        if t.get("stage2_init_from_stage1", False):
+            init["stage1_params"] = [_load_export(p, "train.stage1_checkpoints")[1]["params"]
+                                     for p in t.stage1_checkpoints]
     if config.stage == 3:
         cfg_hq, teacher, _ = _load_export(t.stage2_checkpoint, "train.stage2_checkpoint")
         if cfg_hq.get("lq_stage", False) or cfg_hq.get("single_codebook", False):
@@ -99,6 +189,8 @@ def prepare_config(config: ml_collections.ConfigDict):
         elif t.stage2_disc_checkpoint:
             raise FileNotFoundError(f"train.stage2_disc_checkpoint: {d_path} has no model.json")
     config_lib.validate(config)
+    if config.stage == 3:
+        _check_stage2_fits(config, init["teacher"], init.get("disc"), t.stage2_checkpoint, d_path)
     return config, init
 
 
@@ -253,10 +345,183 @@ def _check_finite(step: int, metrics: dict) -> None:
                                  + "; lower the learning rate or check the data")
 
 
+# ---- one run per workdir, one config per workdir -------------------------------------------
+
+LOCK_FILE = "run.lock"
+
+
+class WorkdirBusyError(RuntimeError):
+    """Another live run holds the workdir's lock; the message names it."""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:          # another user's process
+        return True
+    return True
+
+
+def acquire_lock(workdir: str) -> str:
+    """Create ``workdir/run.lock`` (pid, host, start time) or raise :class:`WorkdirBusyError`.
+
+    A lock left by a dead process of this host is taken over (logged); one of another host
+    cannot be checked from here and is refused. Returns the lock's path.
+    """
+    import json
+    import socket
+
+    paths.makedirs(workdir)
+    path = os.path.join(workdir, LOCK_FILE)
+    me = {"pid": os.getpid(), "host": socket.gethostname(),
+          "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    for _ in range(3):
+        if paths.is_url(path):       # no atomic create on object stores: best effort
+            if not paths.exists(path):
+                with paths.open_file(path, "w") as f:
+                    json.dump(me, f)
+                return path
+        else:
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                pass
+            else:
+                with os.fdopen(fd, "w") as f:
+                    json.dump(me, f)
+                return path
+        try:
+            with paths.open_file(path) as f:
+                holder = json.load(f)
+            pid, host = int(holder["pid"]), str(holder["host"])
+        except (OSError, ValueError, KeyError, TypeError):
+            raise WorkdirBusyError(f"{path} exists but is unreadable: another run may use "
+                                   f"{workdir}; delete the file if none does") from None
+        if host == me["host"] and not _pid_alive(pid):
+            logging.warning("%s: taking over the lock of process %d on %s (started %s), which "
+                            "is no longer running", path, pid, host, holder.get("started", "?"))
+            _remove(path)
+            continue
+        raise WorkdirBusyError(
+            f"{workdir} is in use by process {pid} on {host} (started "
+            f"{holder.get('started', '?')}, lock {path}); wait for that run, use another "
+            "workdir, or delete the lock if that run is dead")
+    raise WorkdirBusyError(f"{path}: could not take the lock; another run keeps creating it")
+
+
+def _remove(path: str) -> None:
+    if paths.is_url(path):
+        import tensorflow as tf
+
+        tf.io.gfile.remove(path)
+    elif os.path.exists(path):
+        os.remove(path)
+
+
+def release_lock(path: str) -> None:
+    try:
+        _remove(path)
+    except OSError as e:
+        logging.warning("could not remove the lock %s: %s", path, e)
+
+
+_LOCK_ROUNDS = iter(range(1 << 30))
+
+
+def _all_processes_agree(name: str, error: BaseException | None) -> None:
+    """Process 0's outcome of ``name`` for every process: the others raise its error too
+    (instead of waiting in the first collective for a process that has stopped)."""
+    if jax.process_count() == 1:
+        if error is not None:
+            raise error
+        return
+    from orbax.checkpoint import multihost
+
+    client = multihost.get_jax_distributed_client()
+    key = f"adacode:{name}:{next(_LOCK_ROUNDS)}"
+    if jax.process_index() == 0:
+        client.key_value_set(key, "" if error is None else str(error))
+        if error is not None:
+            raise error
+    else:
+        message = client.blocking_key_value_get(key, 3600 * 1000)
+        if message:
+            raise WorkdirBusyError(f"process 0: {message}")
+
+
+# What a resumed run may not change: the networks, the data (except how it is loaded), the
+# seed and the stage, and what decides the optimiser state's layout. Everything else (num_steps,
+# cadences, keep_checkpoints, profile, async_checkpoints, eval.*, mesh.*, learning rates ...) may
+# change; such changes are logged.
+RESUME_FIXED_PREFIXES = ("model.", "disc.", "data.")
+RESUME_FIXED = ("seed", "stage", "train.frozen", "train.schedule")
+RESUME_FREE = ("data.worker_count", "data.worker_buffer_size", "data.read_threads",
+               "data.read_buffer_size")
+
+
+def _short(v) -> str:
+    import json
+
+    return json.dumps(v, separators=(",", ":")) if not isinstance(v, str) else repr(v)
+
+
+def check_resume_config(saved: dict, config, workdir: str, step: int) -> None:
+    """Refuse to resume ``workdir`` with a config whose fixed fields differ from ``saved``.
+
+    Fields absent from one side (a config written by another version) are not compared.
+    """
+    import json
+
+    old = traverse_util.flatten_dict(saved, sep=".")
+    new = traverse_util.flatten_dict(json.loads(config.to_json()), sep=".")
+    fixed, free = [], []
+    for k in sorted(set(old) & set(new)):
+        if old[k] == new[k]:
+            continue
+        change = f"{k}: {_short(old[k])} → {_short(new[k])}"
+        if k not in RESUME_FREE and (k in RESUME_FIXED or k.startswith(RESUME_FIXED_PREFIXES)):
+            fixed.append(change)
+        else:
+            free.append(change)
+    if fixed:
+        raise ValueError(f"{workdir} belongs to another config: its checkpoint at step {step} "
+                         f"differs in {'; '.join(fixed)}; resume with the saved values or "
+                         "start a new workdir")
+    if free:
+        logging.info("resuming %s with changed settings: %s", workdir, "; ".join(free))
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Run (or resume) one stage. Returns the last logged metrics (host floats)."""
+    """Run (or resume) one stage. Returns the last logged metrics (host floats).
+
+    Refuses before compiling anything: an invalid config, a mesh larger than the devices, a
+    workdir that another live run holds (``workdir/run.lock``, taken by process 0), and a
+    resume with a config whose networks, data, seed or stage differ from the checkpoint's.
+    """
     config, init = prepare_config(config)
     workdir = paths.absolute(workdir)
+    n_dev, have = int(config.mesh.num_devices), len(jax.devices())
+    if n_dev > have:
+        raise ValueError(f"invalid config: mesh.num_devices={n_dev} but only {have} "
+                         f"{jax.default_backend()} device(s) are available; lower "
+                         "mesh.num_devices or use -1 (all)")
+    lock, error = None, None
+    if jax.process_index() == 0:
+        try:
+            lock = acquire_lock(workdir)
+        except WorkdirBusyError as e:
+            error = e
+    _all_processes_agree("workdir_lock", error)
+    try:
+        return _run(config, init, workdir)
+    finally:
+        if lock is not None:
+            release_lock(lock)
+
+
+def _run(config, init: dict, workdir: str) -> dict:
     is_main = jax.process_index() == 0
     t = config.train
     stage = int(config.stage)
@@ -291,6 +556,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     data_it = pipeline.make_iterator(config.data)
     start = ckpts.latest_step()
     if start is not None:
+        saved = ckpts.saved_config(start)
+        if saved is not None:
+            try:
+                check_resume_config(saved, config, workdir, start)
+            except ValueError:
+                ckpts.close()
+                data_it.close()
+                raise
         logging.info("resuming from %s step %d", ckpts.directory, start)
         target = jax.tree.map(lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh),
                               abstract, state_sh)
@@ -370,7 +643,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             log_now = step % int(t.log_every) == 0 or last_step
             eval_now = bool(t.eval_every) and (step % int(t.eval_every) == 0 or last_step)
             save_now = step % int(t.checkpoint_every) == 0 or last_step
-            restart_now = bool(restart_every) and step % restart_every == 0 and not last_step
+            restart_now = bool(restart_every) and step % restart_every == 0
             if log_now or eval_now or save_now or restart_now:
                 fetch_pending()
             if restart_now:
@@ -448,6 +721,23 @@ def jit_train_step(nets, train_cfg, stage: int, mesh, state_sh):
                    donate_argnums=(0,))
 
 
+def _init_from_stage1(g: dict, stage1: list) -> tuple[dict, int]:
+    """Stage II starting from stage I (``train.stage2_init_from_stage1``): the encoder, decoder
+    and ``out_conv`` of the first stage I export, and each codebook's own ``before_quant`` and
+    ``after_quant`` convs from its export (stage I stores the latter as
+    ``after_quant_group.0.conv``). The weight predictor starts fresh."""
+    first = {k: v for k, v in stage1[0].items()
+             if k.startswith(("multiscale_encoder", "decoder_group", "out_conv"))}
+    g, n = _copy_matching(g, first)
+    for k, p in enumerate(stage1):
+        pairs = ((f"before_quant_group.{k}", p["before_quant_group.0"]),
+                 (f"after_quant_group.{k}", p["after_quant_group.0"]["conv"]))
+        for name, src in pairs:
+            g[name], m = _copy_matching(g[name], src)
+            n += m
+    return g, n
+
+
 def _apply_init(state, init: dict, nets, stage: int, state_sh):
     """Chain stages: codebooks from stage I (stage II); G and D from stage II (stage III)."""
     g = sharding_lib.to_host(state.g_params)
@@ -456,9 +746,14 @@ def _apply_init(state, init: dict, nets, stage: int, state_sh):
         for k, book in enumerate(init["codebooks"]):
             g[f"quantize_group.{k}"]["embedding"] = np.asarray(book, np.float32)
         logging.info("stage II: %d codebooks from stage I", len(init["codebooks"]))
+    if "stage1_params" in init:
+        g, n = _init_from_stage1(g, init["stage1_params"])
+        logging.info("stage II: %d generator leaves initialised from the stage I exports", n)
     if "teacher" in init:
+        n_before = len(traverse_util.flatten_dict(g))
         g, n = _copy_matching(g, init["teacher"]["params"])
-        logging.info("stage III: %d generator leaves initialised from stage II", n)
+        logging.info("stage III: %d of %d generator leaves initialised from stage II (the rest "
+                     "is the LQ encoder's own, see stage2_leaves)", n, n_before)
     if "disc" in init:
         d_params = init["disc"]["params"]
         d_spectral = init["disc"]["spectral"]
@@ -483,9 +778,15 @@ def export(workdir: str, config, state) -> str:
     of the restoration tools."""
     out = os.path.join(workdir, "export")
     step = int(jax.device_get(state.step))
+    extra = {"stage": int(config.stage), "step": step}
+    # how the restorer runs this network by default (restore.Restorer.from_checkpoint)
+    hints = {"tile": int(config.train.get("inference_tile", 0)),
+             "overlap": int(config.train.get("inference_overlap", 0)),
+             "low_freq_sigma": float(config.train.get("inference_low_freq_sigma", 0.0))}
+    if any(hints.values()):
+        extra["inference"] = hints
     checkpointing.save_inference(os.path.join(out, "generator"), config.model,
-                                 {"params": state.g_params},
-                                 extra={"stage": int(config.stage), "step": step})
+                                 {"params": state.g_params}, extra=extra)
     checkpointing.save_inference(os.path.join(out, "discriminator"), config.disc,
                                  {"params": state.d_params, "spectral": state.d_spectral},
                                  extra={"stage": int(config.stage), "step": step})

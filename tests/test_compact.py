@@ -137,3 +137,16 @@ def test_model_sizes_reports_parameters_and_flops():
     assert s["params"] == 3_845_462
     assert 30.0 < s["gflops"] < 45.0          # 37.8 GFLOPs per 64² -> 256² image
     assert "| compact | disc |" in model_sizes.table(["compact"])
+
+
+def test_grad_clip_bounds_what_adam_sees():
+    cfg = config_lib.base_config(3, "sr_x4").train
+    cfg.grad_clip = 1.0
+    g_tx, d_tx = steps.optimizers(cfg)
+    params = {"w": jnp.zeros(3)}
+    _, state = g_tx.update({"w": jnp.array([3e6, 4e6, 0.0])}, g_tx.init(params), params)
+    mu = np.asarray(state[1][0].mu["w"])             # Adam's first moment after one step
+    np.testing.assert_allclose(mu, 0.1 * np.array([0.6, 0.8, 0.0]), rtol=1e-6)
+    cfg.grad_clip = 0.0                               # the reference: plain Adam
+    assert not isinstance(steps.optimizers(cfg)[0].init(params), tuple) or \
+        hasattr(steps.optimizers(cfg)[0].init(params)[0], "mu")

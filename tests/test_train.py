@@ -40,6 +40,7 @@ def mechanics_config(**train_overrides):
     c.train.eval_every = 0
     c.train.image_every = 0
     c.train.log_every = 1
+    c.train.allow_random_codebooks = True    # no stage I run: the mechanics are the point
     c.train.update(train_overrides)
     return c
 
