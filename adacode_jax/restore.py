@@ -2,6 +2,7 @@
 
 Command line::
 
+    python -m adacode_jax.restore --task sr --scale 4 -i FILE_OR_DIR -o DIR   # shipped model
     python -m adacode_jax.restore --checkpoint CKPT --task sr --scale 4 -i FILE_OR_DIR -o DIR
     python -m adacode_jax.restore --checkpoint CKPT --task inpaint -i DIR --mask MASKS -o DIR
 
@@ -11,6 +12,7 @@ or an official ``.pth`` / ``.npz`` state dict (``--task``/``--scale`` then pick 
 Python API::
 
     r = Restorer.from_checkpoint("ckpt/sr_x4")           # or (".pth", task="sr", scale=4)
+    r = Restorer.from_checkpoint(None, "sr", scale=4)     # the shipped compact x4 model
     out = r.restore(image)          # (H, W[, C]) uint8/uint16/float -> same layout and dtype
     maps = r.weight_maps(image)     # (h, w, K) on the latent grid
 
@@ -53,6 +55,7 @@ from absl import logging
 
 from adacode_jax import batch_restore
 from adacode_jax import checkpointing
+from adacode_jax import colorfix
 from adacode_jax import convert
 from adacode_jax import imageio
 from adacode_jax import models
@@ -70,6 +73,41 @@ _STATE_DICT_ENDINGS = (".pth", ".pt", ".npz")
 
 
 # ---- networks ----------------------------------------------------------------------------
+
+# Models trained by this package's compact recipe and shipped inside it (docs/reproduction.md,
+# adacode_jax/pretrained/MODEL_CARD.md): inference checkpoints by network kind.
+PRETRAINED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained")
+SHIPPED = {"sr_x4": "compact_sr_x4"}
+
+
+def inference_hints(path: str) -> dict | None:
+    """How an inference checkpoint directory asks to be run (``model.json`` key ``inference``,
+    written by training from ``train.inference_*``): ``tile``/``overlap`` (input pixels) and
+    ``low_freq_sigma`` (:mod:`adacode_jax.colorfix`); None when it asks nothing."""
+    import json
+
+    meta = os.path.join(os.fspath(path), checkpointing.MODEL_JSON)
+    if not os.path.isfile(meta):
+        return None
+    with open(meta, encoding="utf-8") as f:
+        hints = json.load(f).get("inference")
+    return hints if isinstance(hints, dict) and hints else None
+
+
+def shipped_model(task: str = "sr", scale: int | None = 4) -> str:
+    """The directory of the shipped model for ``task``/``scale``.
+
+    Raises:
+      FileNotFoundError: no model of that kind is shipped (the message lists those that are).
+    """
+    kind = kind_for(task, scale)
+    path = os.path.join(PRETRAINED_DIR, SHIPPED.get(kind, "-"))
+    if kind not in SHIPPED or not os.path.isfile(os.path.join(path, checkpointing.MODEL_JSON)):
+        have = sorted(k for k, v in SHIPPED.items()
+                      if os.path.isfile(os.path.join(PRETRAINED_DIR, v, checkpointing.MODEL_JSON)))
+        raise FileNotFoundError(f"no shipped model for {kind} (shipped: {', '.join(have) or 'none'}); "
+                                "pass --checkpoint with an inference checkpoint or official file")
+    return path
 
 def kind_for(task: str, scale: int | None = None) -> str:
     """Network kind of a CLI task: ``("sr", 4)`` -> ``"sr_x4"``, ``("inpaint", _)`` ->
@@ -188,6 +226,10 @@ def is_out_of_memory(error: BaseException) -> bool:
 
 # ---- the restorer ---------------------------------------------------------------------------
 
+class NonFiniteError(ValueError):
+    """NaN or Inf in an input image or in a network's output; nothing is written."""
+
+
 class Restorer:
     """Restores images of any size with one network; compiled once per shape bucket.
 
@@ -203,18 +245,23 @@ class Restorer:
       alpha: ``"bicubic"`` or ``"network"``: how an SR alpha channel is upscaled.
       memory_budget: bytes a program may use; default half of :func:`available_memory`.
       progress: show a progress bar over the tiles of an image.
+      low_freq_sigma: SR only: take the output's band below this Gaussian σ (output pixels)
+        from the bicubic upsampling of the input (:mod:`adacode_jax.colorfix`); 0 = off.
     """
 
     def __init__(self, model: models.AdaCodeNet, variables: Any, *, tile: int | str = "auto",
                  overlap: int | None = None, blend: str = "feather", buckets: bool = True,
                  alpha: str = "bicubic", memory_budget: int | None = None, progress: bool = False,
-                 description: str = ""):
+                 description: str = "", low_freq_sigma: float = 0.0):
         if not isinstance(model, models.AdaCodeNet):
             raise TypeError(f"Restorer needs an AdaCodeNet generator, got {type(model).__name__}")
         if alpha not in ALPHA_MODES:
             raise ValueError(f"alpha must be one of {ALPHA_MODES}, got {alpha!r}")
         if blend not in tiling.BLENDS:
             raise ValueError(f"blend must be one of {tiling.BLENDS}, got {blend!r}")
+        if low_freq_sigma < 0:
+            raise ValueError(f"low_freq_sigma must be >= 0, got {low_freq_sigma}")
+        self.low_freq_sigma = float(low_freq_sigma)
         self.model = model
         self.variables = jax.device_put({"params": variables["params"]})
         self.scale = int(model.scale)
@@ -243,7 +290,8 @@ class Restorer:
         """A restorer from an inference checkpoint directory or an official state dict.
 
         Args:
-          path: checkpoint directory or ``.pth``/``.pt``/``.npz``.
+          path: checkpoint directory or ``.pth``/``.pt``/``.npz``; None: the model shipped with
+            the package for ``task``/``scale`` (:func:`shipped_model`; ×4 SR today).
           task: ``"sr"`` (with ``scale`` 2 or 4; a directory's own scale when omitted, 4 for a
             state dict), ``"inpaint"``, or a kind such as ``"sr_x4"``; needed for state dicts,
             checked against directories.
@@ -251,6 +299,16 @@ class Restorer:
             ``"bfloat16"``.
           **kwargs: :class:`Restorer` options (tile, overlap, alpha, ...).
         """
+        if path is None:
+            path = shipped_model(task or "sr", scale if scale is not None else 4)
+        hints = inference_hints(path) or {}
+        if int(hints.get("tile", 0)) > 0 and kwargs.get("tile", "auto") == "auto":
+            # the checkpoint's own tiling (it was trained on small crops), unless a tile is asked
+            kwargs["tile"] = int(hints["tile"])
+            if kwargs.get("overlap") is None:
+                kwargs["overlap"] = int(hints.get("overlap") or 0) or None
+        if kwargs.get("low_freq_sigma") is None:
+            kwargs["low_freq_sigma"] = float(hints.get("low_freq_sigma", 0.0))
         family = task if task in TASKS else None
         kind = requested_kind(path, task, scale) if family or task is None else kind_for(task)
         cfg, variables, source = load_network(path, kind, task=family, dtype=dtype)
@@ -359,11 +417,24 @@ class Restorer:
         rgb = np.asarray(rgb, np.float32)
         if rgb.ndim != 3 or rgb.shape[2] != 3:
             raise ValueError(f"restore_rgb expects (H, W, 3), got {rgb.shape}")
+        bad = int(np.size(rgb) - np.count_nonzero(np.isfinite(rgb)))
+        if bad:
+            raise NonFiniteError(f"the input has {bad} NaN/Inf sample(s); pixel values must be "
+                                 "finite, in [0, 1]: fix or re-export the image")
         h, w = rgb.shape[:2]
         tile = self.plan(h, w)
         while True:
             try:
                 out, maps = self._restore_planned(rgb, tile)
+                bad = int(np.size(out) - np.count_nonzero(np.isfinite(out)))
+                if bad:
+                    # checked before the clamp, which would hide an Inf as 1.0
+                    raise NonFiniteError(
+                        f"the network produced {bad} NaN/Inf output sample(s) from finite input: "
+                        f"the weights are broken or {self.model.dtype.__name__} overflowed; "
+                        "try --dtype float32 or another checkpoint")
+                if self.low_freq_sigma > 0 and self.scale > 1:
+                    out = colorfix.low_frequency_fix(out, rgb, self.low_freq_sigma)
                 return np.clip(out, 0.0, 1.0), maps
             except Exception as e:  # pylint: disable=broad-except
                 if not is_out_of_memory(e):
@@ -380,6 +451,9 @@ class Restorer:
                           ) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`restore` and :meth:`weight_maps` from one run of the network."""
         rgb, alpha, layout = imageio.split_channels(image)
+        if alpha is not None and not np.isfinite(alpha).all():
+            raise NonFiniteError("the input's alpha channel holds NaN/Inf samples; pixel values "
+                                 "must be finite, in [0, 1]: fix or re-export the image")
         if mask is not None:
             if self.scale != 1:
                 raise ValueError("a hole mask is for inpainting; this network super-resolves")
@@ -432,8 +506,11 @@ def _tile_arg(text: str) -> int | str:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m adacode_jax.restore",
                                 description="Restore images with an AdaCode network (SR x2/x4, inpainting).")
-    p.add_argument("--checkpoint", required=True,
-                   help="inference checkpoint directory, or an official .pth/.npz state dict")
+    p.add_argument("--checkpoint", default=None,
+                   help="inference checkpoint directory, or an official .pth/.npz state dict; "
+                        "default: the compact x4 model shipped with the package (trained by "
+                        "this code on real photos, see adacode_jax/pretrained/MODEL_CARD.md; "
+                        "--task sr --scale 4 only)")
     p.add_argument("--task", choices=TASKS, help="sr or inpaint (required for .pth/.npz; "
                    "checked against a checkpoint directory)")
     p.add_argument("--scale", type=int, choices=SR_SCALES, help="SR factor (default 4)")
@@ -442,7 +519,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask", help="inpainting: a mask file (white = hole) or a folder of masks "
                    "with the inputs' relative paths")
     p.add_argument("--tile", type=_tile_arg, default="auto",
-                   help="tile side in input pixels; 'auto' (default): from free memory; 0: never")
+                   help="tile side in input pixels; 'auto' (default): the checkpoint's own tiling "
+                        "if its model.json recommends one (the shipped compact model does), else "
+                        "from free memory; 0: never")
+    p.add_argument("--low-freq-fix", type=float, default=None, metavar="SIGMA",
+                   help="SR: take the output's colours/brightness below this Gaussian sigma "
+                        "(output pixels) from the bicubic upsampled input; default: what the "
+                        "checkpoint's model.json recommends (the shipped compact model: 4), "
+                        "else off; 0: off")
     p.add_argument("--tile-overlap", type=int, default=None,
                    help=f"tile overlap in input pixels (default max({DEFAULT_OVERLAP}, pad multiple))")
     p.add_argument("--dtype", choices=DTYPES, default="auto",
@@ -466,9 +550,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     err = functools.partial(print, file=sys.stderr)
     try:
+        if args.checkpoint is None:
+            shipped = shipped_model(args.task or "sr", args.scale if args.scale else 4)
+            err(f"no --checkpoint: using the shipped compact model {shipped}")
         restorer = Restorer.from_checkpoint(
             args.checkpoint, args.task, scale=args.scale, dtype=args.dtype, tile=args.tile, overlap=args.tile_overlap,
-            buckets=not args.exact_padding, alpha=args.alpha, progress=not args.no_progress)
+            buckets=not args.exact_padding, alpha=args.alpha, progress=not args.no_progress,
+            low_freq_sigma=args.low_freq_fix)
         jobs = batch_restore.list_inputs(args.input, args.output)
     except (FileNotFoundError, ValueError, TypeError, convert.ConversionError) as e:
         err(f"error: {e}")

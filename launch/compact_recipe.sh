@@ -55,7 +55,7 @@ pair "configs/stage2_adacode.py:compact s2_k3 --config.train.stage1_checkpoints=
 run - configs/stage3_sr.py:x4,compact s3_sr_x4 --config.train.stage2_checkpoint="$RUNS/s2_k3/$E"
 
 "$PY" -m adacode_jax.compare --output "$RUNS/compare" --model "adacode_compact=$RUNS/s3_sr_x4/$E"
-"$PY" -m adacode_jax.report curves --run "K=3 codebooks=$RUNS/s2_k3" --run "K=1 (768 codes)=$RUNS/s2_k1" \
+"$PY" -m adacode_jax.report curves --run "K3: 3 codebooks x 256=$RUNS/s2_k3" --run "K1: 1 codebook x 768=$RUNS/s2_k1" \
   --metric val/psnr --metric val/ssim --metric val/lpips_alex --metric loss/pix \
   --output "$RUNS/curves_stage2.png" --title "stage II reconstruction, held-out crops"
 "$PY" -m adacode_jax.report curves --run "x4=$RUNS/s3_sr_x4" \
