@@ -94,6 +94,13 @@ def weight_map_figure(image: np.ndarray, maps: np.ndarray, *, panel: int = 256,
             fig[y_bar:y_bar + _LABEL_H // 2, x0:x0 + _LABEL_H] = PALETTE[i % len(PALETTE)]
             labels.append((x0, y_bar + _LABEL_H // 2 + 2, f"w{i}"))
 
+    labels += [(_GAP, y_bar + _LABEL_H // 2 + 2, f"{lo:+.3f}"),
+               (_GAP + bar_w - 48, y_bar + _LABEL_H // 2 + 2, f"{hi:+.3f}")]
+    return _draw_text(fig, title, labels)
+
+
+def _draw_text(fig: np.ndarray, title: str | None, labels) -> np.ndarray:
+    """``fig`` with ``title`` at the top left and each ``(x, y, text)`` label, in black."""
     pil = Image.fromarray(fig)
     draw = ImageDraw.Draw(pil)
     font = ImageFont.load_default(size=12)
@@ -101,8 +108,6 @@ def weight_map_figure(image: np.ndarray, maps: np.ndarray, *, panel: int = 256,
         draw.text((_GAP, 3), title, fill=(0, 0, 0), font=font)
     for x, y, text in labels:
         draw.text((x, y), text, fill=(0, 0, 0), font=font)
-    draw.text((_GAP, y_bar + _LABEL_H // 2 + 2), f"{lo:+.3f}", fill=(0, 0, 0), font=font)
-    draw.text((_GAP + bar_w - 48, y_bar + _LABEL_H // 2 + 2), f"{hi:+.3f}", fill=(0, 0, 0), font=font)
     return np.asarray(pil)
 
 
@@ -133,11 +138,4 @@ def labelled_row(pictures, *, panel: int = 256, title: str | None = None) -> np.
         fig[title_h + _LABEL_H + _GAP:title_h + _LABEL_H + _GAP + panel, x:x + t.shape[1]] = t
         labels.append((x, title_h + 3, label))
         x += t.shape[1] + _GAP
-    pil = Image.fromarray(fig)
-    draw = ImageDraw.Draw(pil)
-    font = ImageFont.load_default(size=12)
-    if title:
-        draw.text((_GAP, 3), title, fill=(0, 0, 0), font=font)
-    for x, y, text in labels:
-        draw.text((x, y), text, fill=(0, 0, 0), font=font)
-    return np.asarray(pil)
+    return _draw_text(fig, title, labels)

@@ -24,6 +24,7 @@ def test_run_files_on_a_remote_filesystem():
     writer.write(10, {"loss/pix": 0.125})
     with paths.open_file(root + "/metrics.jsonl") as f:
         lines = [json.loads(line) for line in f.read().splitlines()]
+    assert all(isinstance(line.pop("wall_time"), float) for line in lines)
     assert lines == [{"step": 5, "loss/pix": 0.25}, {"step": 10, "loss/pix": 0.125}]
     # the best-so-far score of a resumed run is read back from best/generator/model.json
     with paths.open_file(root + "/best/generator/" + checkpointing.MODEL_JSON, "w") as f:
