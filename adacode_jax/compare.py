@@ -113,17 +113,8 @@ def compare(testset: str, output_dir: str, models: dict[str, str], *, peer: bool
             per_image[stem] = evaluator(pred.astype(np.float32), gt, name=f"{name}/{stem}")
             if i < panels:
                 pictures.setdefault(stem, {"lq": lq, "gt": gt})[name] = (pred, maps)
-        mean = {c: float(np.mean([r[c] for r in per_image.values() if r[c] is not None]))
-                for c, _, _ in TABLE_COLUMNS}
-        # the first image includes compilation; the median is the steady-state figure
-        results["methods"][name] = {"mean": mean, "per_image": per_image,
-                                    "seconds_per_image_median": float(np.median(seconds))}
-    os.makedirs(output_dir, exist_ok=True)
-    with open(os.path.join(output_dir, "metrics.json"), "w", encoding="utf-8") as f:
-        json.dump(results, f, indent=2)
-    table = format_table(results)
-    with open(os.path.join(output_dir, "table.md"), "w", encoding="utf-8") as f:
-        f.write(table + "\n")
+        results["methods"][name] = _summary(per_image, seconds)
+    _write(results, output_dir)
     ours = [m for m in models if m in results["methods"]]
     for stem, pics in pictures.items():
         row = [("LQ (nearest)", pics["lq"])]
@@ -133,7 +124,7 @@ def compare(testset: str, output_dir: str, models: dict[str, str], *, peer: bool
         if ours and pics[ours[0]][1] is not None:
             maps = visualize.weight_map_figure(pics["lq"], pics[ours[0]][1], panel=128,
                                                title=f"weight maps of {ours[0]}", columns=8)
-            fig = _stack(fig, maps)
+            fig = visualize.stack_rows(fig, maps)
         data_io.write_png(os.path.join(output_dir, "panels", stem + ".png"),
                           fig.astype(np.float32) / 255)
     return results
@@ -176,23 +167,28 @@ def reconstruct(testset: str, output_dir: str, models: dict[str, str], *,
             stem = os.path.splitext(os.path.basename(f))[0]
             data_io.write_png(os.path.join(output_dir, name, stem + ".png"), out)
             per_image[stem] = evaluator(out, gt, name=f"{name}/{stem}")
-        mean = {c: float(np.mean([r[c] for r in per_image.values() if r[c] is not None]))
-                for c, _, _ in TABLE_COLUMNS}
-        results["methods"][name] = {"mean": mean, "per_image": per_image,
-                                    "seconds_per_image_median": float(np.median(seconds)),
+        results["methods"][name] = {**_summary(per_image, seconds),
                                     "codebooks": [list(b) for b in cfg.codebooks]}
+    _write(results, output_dir)
+    return results
+
+
+def _summary(per_image: dict[str, dict], seconds: list[float]) -> dict[str, Any]:
+    """One method's entry of ``metrics.json``: means over the images, the rows, the timing."""
+    mean = {c: float(np.mean([r[c] for r in per_image.values() if r[c] is not None]))
+            for c, _, _ in TABLE_COLUMNS}
+    # the first image includes compilation; the median is the steady-state figure
+    return {"mean": mean, "per_image": per_image,
+            "seconds_per_image_median": float(np.median(seconds))}
+
+
+def _write(results: dict[str, Any], output_dir: str) -> None:
+    """``metrics.json`` and ``table.md`` under ``output_dir``."""
     os.makedirs(output_dir, exist_ok=True)
     with open(os.path.join(output_dir, "metrics.json"), "w", encoding="utf-8") as f:
         json.dump(results, f, indent=2)
     with open(os.path.join(output_dir, "table.md"), "w", encoding="utf-8") as f:
         f.write(format_table(results) + "\n")
-    return results
-
-
-def _stack(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    w = max(a.shape[1], b.shape[1])
-    pad = lambda x: np.pad(x, ((0, 0), (0, w - x.shape[1]), (0, 0)), constant_values=255)  # noqa: E731
-    return np.concatenate([pad(a), pad(b)], axis=0)
 
 
 def format_table(results: dict[str, Any]) -> str:

@@ -108,9 +108,7 @@ def shipped_model_showcase(workdir: str) -> dict:
                                      title=f"{name}: x4, shipped compact model")
         wm = visualize.weight_map_figure(lq, maps, panel=128, columns=8,
                                          title="codebook weight maps (shared colour scale)")
-        pad = max(fig.shape[1], wm.shape[1])
-        fig = np.concatenate([np.pad(a, ((0, 0), (0, pad - a.shape[1]), (0, 0)),
-                                     constant_values=255) for a in (fig, wm)])
+        fig = visualize.stack_rows(fig, wm)
         data_io.write_png(os.path.join(out, f"{name}.png"), fig.astype(np.float32) / 255)
     rows = {k: {m: float(np.mean([v[m] for v in vals])) for m in vals[0]}
             for k, vals in per.items()}
@@ -123,9 +121,8 @@ def shipped_model_showcase(workdir: str) -> dict:
 def run(workdir: str, steps_scale: float = 1.0, train: bool = True) -> dict:
     from adacode_jax import config_lib, perceptual, restore, visualize
     from adacode_jax.data import io as data_io
+    from adacode_jax.compare import bicubic_x4
     from adacode_jax.data import make_testset
-
-    import cv2
 
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
@@ -172,8 +169,7 @@ def run(workdir: str, steps_scale: float = 1.0, train: bool = True) -> dict:
     r = restore.Restorer.from_checkpoint(os.path.join(s3, "export", "generator"), "sr", scale=4,
                                          tile=0)
     ours, maps = r.restore_rgb(lq)
-    h, w = lq.shape[:2]
-    bicubic = np.clip(cv2.resize(lq, (w * 4, h * 4), interpolation=cv2.INTER_CUBIC), 0, 1)
+    bicubic = bicubic_x4(lq)
     alex = perceptual.load_lpips("alex")
     rows = {"bicubic": _scores(bicubic, gt, alex), "adacode (tiny demo)": _scores(ours, gt, alex)}
     out = os.path.join(workdir, "restored")

@@ -139,3 +139,10 @@ def labelled_row(pictures, *, panel: int = 256, title: str | None = None) -> np.
         labels.append((x, title_h + 3, label))
         x += t.shape[1] + _GAP
     return _draw_text(fig, title, labels)
+
+
+def stack_rows(*figures: np.ndarray) -> np.ndarray:
+    """uint8 RGB figures one below the other, left-aligned, padded with white."""
+    w = max(f.shape[1] for f in figures)
+    return np.concatenate([np.pad(f, ((0, 0), (0, w - f.shape[1]), (0, 0)), constant_values=255)
+                           for f in figures], axis=0)
