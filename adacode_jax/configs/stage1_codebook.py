@@ -12,6 +12,10 @@ architecture, natural, portrait and all; see docs/reproduction.md).
 """
 from adacode_jax import config_lib
 
+# One line for `adacode-train --help` (adacode_jax.resources.config_summaries).
+VARIANTS = ("architecture | indoor | natural | street | portrait (default) | all; add ,tiny "
+            "(CPU smoke run) or ,compact (real-photo recipe)")
+
 # class -> (n_e, e_dim), the released basis codebooks c0..c3 + ffhq (spec §1)
 CLASSES = {
     "architecture": (512, 256),   # c0

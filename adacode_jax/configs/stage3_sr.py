@@ -8,6 +8,9 @@ recipe on the real-photo corpus; see docs/reproduction.md).
 """
 from adacode_jax import config_lib
 
+# One line for `adacode-train --help` (adacode_jax.resources.config_summaries).
+VARIANTS = "x4 (default) | x2; add ,tiny (CPU smoke run) or ,compact (real-photo recipe)"
+
 
 def get_config(arg: str = "x4"):
     parts = [p for p in (arg or "x4").split(",") if p]
