@@ -15,11 +15,11 @@ reduce-scatter, its input: the gradient slice times the group size).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
 import sys
+from adacode_jax.cli import common
 
 KINDS = ("all-reduce", "reduce-scatter", "all-gather", "all-to-all", "collective-permute")
 _BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2, "s32": 4,
@@ -160,21 +160,17 @@ def report(config, num_devices: int | None = None) -> dict:
 
 
 def _load_config(spec: str):
-    import importlib.util
+    from adacode_jax import resources
 
-    path, _, arg = spec.partition(":")
-    module_spec = importlib.util.spec_from_file_location("experiment_config", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module.get_config(arg) if arg else module.get_config()
+    return resources.load_config(spec)   # NAME[:VARIANT] (packaged) or PATH[:VARIANT]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m adacode_jax.comm_report",
+    parser = common.ArgumentParser(prog="python -m adacode_jax.comm_report",
                                      description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="configs/stage3_sr.py:x4",
-                        help="experiment config file[:variant]")
+                                     formatter_class=common.HelpFormatter)
+    parser.add_argument("--config", default="stage3_sr:x4",
+                        help="experiment config: packaged NAME[:VARIANT] or FILE.py[:VARIANT]")
     parser.add_argument("--devices", type=int, default=8, help="mesh size (fake CPU devices)")
     parser.add_argument("--fsdp", type=int, default=1, help="size of the fsdp mesh axis")
     parser.add_argument("--batch_per_device", type=int, default=1,
@@ -212,4 +208,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    common.entry(main)()

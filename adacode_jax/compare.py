@@ -25,7 +25,6 @@ images.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -35,6 +34,7 @@ from typing import Any, Callable
 import numpy as np
 
 from adacode_jax.data import io as data_io
+from adacode_jax.cli import common
 
 PEER = "realesrgan_x4plus"
 TABLE_COLUMNS = (("psnr", "PSNR-Y ↑", "{:.2f}"), ("ssim", "SSIM-Y ↑", "{:.4f}"),
@@ -206,7 +206,7 @@ def format_table(results: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     from adacode_jax import evaluate, restore
 
-    p = argparse.ArgumentParser(prog="python -m adacode_jax.compare",
+    p = common.ArgumentParser(prog="python -m adacode_jax.compare",
                                 description=__doc__.split("\n")[0])
     p.add_argument("--testset", default=None,
                    help="a make_testset folder (default: the shipped held-out set assets/evalset)")
@@ -257,4 +257,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    common.entry(main)()

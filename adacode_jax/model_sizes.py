@@ -8,8 +8,7 @@ the discriminator is counted on a 256² image. Printed as a Markdown table.
 """
 from __future__ import annotations
 
-import argparse
-import sys
+from adacode_jax.cli import common
 
 FAMILIES = ("tiny", "compact", "official")
 INPUT = {"stage1": 256, "stage2": 256, "sr_x4": 64, "sr_x2": 128, "inpaint": 256, "disc": 256}
@@ -56,7 +55,7 @@ def table(families) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m adacode_jax.model_sizes",
+    p = common.ArgumentParser(prog="python -m adacode_jax.model_sizes",
                                 description=__doc__.split("\n")[0])
     p.add_argument("--family", action="append", choices=FAMILIES,
                    help="model family (repeatable; default: all)")
@@ -66,4 +65,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    common.entry(main)()

@@ -16,6 +16,7 @@ import json
 import os
 import sys
 from typing import Any
+from adacode_jax.cli import common
 
 
 def read_metrics(workdir: str) -> list[dict[str, Any]]:
@@ -98,7 +99,7 @@ def _runs(items: list[str], parser: argparse.ArgumentParser) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m adacode_jax.report",
+    p = common.ArgumentParser(prog="python -m adacode_jax.report",
                                 description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     c = sub.add_parser("curves", help="plot metrics of runs against the step")
@@ -125,4 +126,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    common.entry(main)()

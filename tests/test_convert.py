@@ -7,6 +7,7 @@ import jax
 import numpy as np
 import pytest
 
+from adacode_jax.cli import convert as convert_cli
 from adacode_jax import checkpointing, convert
 from adacode_jax.models.swin import relative_position_index, shifted_window_mask
 from tests import reference as ref
@@ -47,7 +48,7 @@ def test_pth_with_buffers_roundtrips_through_the_cli(tmp_path):
     pth = tmp_path / "AdaCode_S2_model_g.pth"
     _save_pth(pth, sd)
     out_dir = tmp_path / "ckpt"
-    assert convert.main(["--kind", "stage2", "--input", str(pth), "--output", str(out_dir)]) == 0
+    assert convert_cli.main(["--kind", "stage2", "--input", str(pth), "--output", str(out_dir)]) == 0
     cfg, variables, meta = checkpointing.load_inference(str(out_dir))
     assert meta["kind"] == "stage2"
     assert [list(c) for c in cfg.codebooks] == [[512, 256], [256, 256], [512, 256], [256, 256], [256, 256]]
@@ -126,7 +127,7 @@ def test_wrong_kind_is_refused_with_shapes():
 
 
 def test_cli_reports_missing_file(tmp_path, capsys):
-    rc = convert.main(["--kind", "sr_x4", "--input", str(tmp_path / "nope.pth"),
+    rc = convert_cli.main(["--kind", "sr_x4", "--input", str(tmp_path / "nope.pth"),
                        "--output", str(tmp_path / "o")])
     assert rc == 2
     assert "nope.pth" in capsys.readouterr().err

@@ -7,6 +7,7 @@ from PIL import Image
 import pytest
 import skimage
 
+from adacode_jax.cli import make_testset as make_testset_cli, split_by_class as split_by_class_cli
 from adacode_jax.data import ade20k
 from adacode_jax.data import io
 from adacode_jax.data import make_testset
@@ -31,9 +32,9 @@ def _read_u8(path):
 
 def test_make_testset_sr_is_deterministic_rounded_and_sized(gt_dir, tmp_path):
     out1, out2 = str(tmp_path / "a"), str(tmp_path / "b")
-    assert make_testset.main(["--input", gt_dir, "--output", out1, "--task", "sr_x4", "--seed", "123",
+    assert make_testset_cli.main(["--input", gt_dir, "--output", out1, "--task", "sr_x4", "--seed", "123",
                               "--no-progress"]) == 0
-    make_testset.main(["--input", gt_dir, "--output", out2, "--task", "sr_x4", "--no-progress"])
+    make_testset_cli.main(["--input", gt_dir, "--output", out2, "--task", "sr_x4", "--no-progress"])
     manifest = json.load(open(os.path.join(out1, "manifest.json")))
     assert manifest["files"] == ["astronaut.png", "sub/coffee.png"] and manifest["seed"] == 123
     for rel in manifest["files"]:
@@ -48,14 +49,14 @@ def test_make_testset_sr_is_deterministic_rounded_and_sized(gt_dir, tmp_path):
     pair = make_testset.make_pair(image, "sr_x4", make_testset.image_rng(123, "astronaut.png"))
     np.testing.assert_array_equal(lq, io.to_uint8(pair["lq"]))
     other = str(tmp_path / "c")
-    make_testset.main(["--input", gt_dir, "--output", other, "--task", "sr_x4", "--seed", "7",
+    make_testset_cli.main(["--input", gt_dir, "--output", other, "--task", "sr_x4", "--seed", "7",
                        "--no-progress"])
     assert not np.array_equal(_read_u8(os.path.join(other, "lq", "astronaut.png")), lq)
 
 
 def test_make_testset_inpaint_writes_masks_with_white_holes(gt_dir, tmp_path):
     out = str(tmp_path / "inp")
-    make_testset.main(["--input", gt_dir, "--output", out, "--task", "inpaint", "--no-progress"])
+    make_testset_cli.main(["--input", gt_dir, "--output", out, "--task", "inpaint", "--no-progress"])
     gt = _read_u8(os.path.join(out, "gt", "sub", "coffee.png"))
     lq = _read_u8(os.path.join(out, "lq", "sub", "coffee.png"))
     mask = _read_u8(os.path.join(out, "mask", "sub", "coffee.png"))
@@ -70,9 +71,11 @@ def test_make_testset_reports_bad_files_and_exits_1(gt_dir, tmp_path, capsys):
     src.mkdir()
     io.write_png(str(src / "ok.png"), io.read_image(os.path.join(gt_dir, "astronaut.png")))
     (src / "bad.jpg").write_bytes(b"nope")
-    assert make_testset.main(["--input", str(src), "--output", str(tmp_path / "o"), "--task", "sr_x2",
+    assert make_testset_cli.main(["--input", str(src), "--output", str(tmp_path / "o"), "--task", "sr_x2",
                               "--no-progress"]) == 1
-    assert f"FAILED {src / 'bad.jpg'}" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("error: 1 file(s) failed; the others were written")
+    assert f"  {src / 'bad.jpg'}: corrupt" in err
     assert os.path.exists(tmp_path / "o" / "lq" / "ok.png")
 
 
@@ -123,7 +126,7 @@ def test_split_by_class_labels_patches_by_the_largest_class(tmp_path):
     faces = tmp_path / "faces"
     io.write_png(str(faces / "f0.png"), np.zeros((8, 8, 3), np.float32))
     seg_spec = f"{__name__}:colour_segmenter"
-    assert split_by_class.main(["--input", str(inp), "--output", str(out), "--segmenter", seg_spec,
+    assert split_by_class_cli.main(["--input", str(inp), "--output", str(out), "--segmenter", seg_spec,
                                 "--patch-size", "64", "--portraits", str(faces), "--no-progress"]) == 0
 
     def listed(name):

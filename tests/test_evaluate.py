@@ -14,6 +14,7 @@ import skimage.color
 import skimage.data
 import skimage.metrics
 
+from adacode_jax.cli import evaluate as evaluate_cli
 from adacode_jax import checkpointing, evaluate, models, perceptual
 
 
@@ -50,7 +51,7 @@ def _skimage_y(path, space):
 @pytest.mark.parametrize("space", ["ycbcr", "yiq"])
 def test_psnr_and_ssim_match_scikit_image(folders, tmp_path, space):
     out = tmp_path / "res"
-    rc = evaluate.main(["--pred", str(folders / "pred"), "--gt", str(folders / "gt"), "--y", space,
+    rc = evaluate_cli.main(["--pred", str(folders / "pred"), "--gt", str(folders / "gt"), "--y", space,
                         "--crop-border", "4", "--no-lpips", "--output", str(out), "--quiet"])
     assert rc == 0
     res = json.loads((out / "metrics.json").read_text())
@@ -100,14 +101,14 @@ def test_lpips_alex_and_vgg_and_identical_images(tmp_path):
 def test_missing_predictions_and_size_mismatch_are_named(folders, tmp_path, capsys):
     pred = tmp_path / "pred"
     _write(pred / "astronaut.png", cv2.imread(str(folders / "pred" / "astronaut.png"))[..., ::-1])
-    rc = evaluate.main(["--pred", str(pred), "--gt", str(folders / "gt"), "--no-lpips"])
+    rc = evaluate_cli.main(["--pred", str(pred), "--gt", str(folders / "gt"), "--no-lpips"])
     err = capsys.readouterr().err
     assert rc == 2 and "chelsea" in err and "coffee" in err and "--allow-missing" in err
-    rc = evaluate.main(["--pred", str(pred), "--gt", str(folders / "gt"), "--no-lpips",
+    rc = evaluate_cli.main(["--pred", str(pred), "--gt", str(folders / "gt"), "--no-lpips",
                         "--allow-missing", "--quiet"])
     assert rc == 0
     _write(pred / "chelsea.png", np.zeros((10, 12, 3), np.uint8))
-    rc = evaluate.main(["--pred", str(pred), "--gt", str(folders / "gt"), "--no-lpips", "--allow-missing"])
+    rc = evaluate_cli.main(["--pred", str(pred), "--gt", str(folders / "gt"), "--no-lpips", "--allow-missing"])
     err = capsys.readouterr().err
     assert rc == 2 and str(pred / "chelsea.png") in err and "12x10" in err
 
@@ -139,7 +140,7 @@ def test_benchmark_restores_a_frozen_test_set_and_evaluates_it(tmp_path):
     variables = {"params": model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))["params"]}
     ckpt = checkpointing.save_inference(str(tmp_path / "ckpt"), cfg, variables)
     out = tmp_path / "bench"
-    rc = evaluate.main(["benchmark", "--checkpoint", ckpt, "--testset", str(tmp_path / "set"),
+    rc = evaluate_cli.main(["benchmark", "--checkpoint", ckpt, "--testset", str(tmp_path / "set"),
                         "--output", str(out), "--no-lpips", "--quiet"])
     assert rc == 0
     res = json.loads((out / "metrics.json").read_text())

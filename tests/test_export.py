@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import skimage.data
 
+from adacode_jax.cli import export as export_cli
 from adacode_jax import checkpointing, export, models, restore
 
 
@@ -31,7 +32,7 @@ def _image(h, w, batch=1):
 def test_fixed_shape_export_reloads_with_identical_outputs(sr2, tmp_path):
     cfg, model, variables, ckpt = sr2
     out_dir = tmp_path / "exp"
-    assert export.main(["--checkpoint", ckpt, "--output", str(out_dir), "--shape", "40x56"]) == 0
+    assert export_cli.main(["--checkpoint", ckpt, "--output", str(out_dir), "--shape", "40x56"]) == 0
     exported, reloaded, meta = export.load_export(str(out_dir))
     assert meta["scale"] == 2 and meta["input"]["shape"] == ["1", "40", "56", "3"]
     assert set(meta["platforms"]) == {"cpu", "cuda", "tpu"}
@@ -67,5 +68,5 @@ def test_symbolic_height_and_width_export_reloads_with_identical_outputs(sr2, tm
 
 def test_export_refuses_a_state_dict_without_task(tmp_path, capsys):
     np.savez(tmp_path / "w.npz", a=np.zeros(1))
-    assert export.main(["--checkpoint", str(tmp_path / "w.npz"), "--output", str(tmp_path / "o")]) == 2
+    assert export_cli.main(["--checkpoint", str(tmp_path / "w.npz"), "--output", str(tmp_path / "o")]) == 2
     assert "--task" in capsys.readouterr().err

@@ -14,6 +14,7 @@ import pytest
 import skimage.data
 from PIL import Image
 
+from adacode_jax.cli import restore as restore_cli
 from adacode_jax import batch_restore, checkpointing, imageio, models, restore, tiling, visualize
 
 SIZE = 128          # LR side of the test images
@@ -249,7 +250,7 @@ def test_cli_folder_with_a_corrupt_file(sr4_checkpoint, tmp_path, capsys):
     cv2.imwrite(str(src / "sub" / "cat.jpg"), _real("chelsea")[..., ::-1])
     (src / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"not really a png" * 10)
     out = tmp_path / "out"
-    rc = restore.main(["--checkpoint", sr4_checkpoint, "-i", str(src), "-o", str(out),
+    rc = restore_cli.main(["--checkpoint", sr4_checkpoint, "-i", str(src), "-o", str(out),
                        "--save-weight-maps", "--no-progress"])
     err = capsys.readouterr().err
     assert rc == 1
@@ -265,18 +266,18 @@ def test_cli_never_overwrites_inputs(sr4_checkpoint, tmp_path, capsys):
     src.mkdir()
     cv2.imwrite(str(src / "a.png"), _real()[..., ::-1])
     before = (src / "a.png").read_bytes()
-    rc = restore.main(["--checkpoint", sr4_checkpoint, "--task", "sr", "--scale", "4",
+    rc = restore_cli.main(["--checkpoint", sr4_checkpoint, "--task", "sr", "--scale", "4",
                        "-i", str(src), "-o", str(src), "--no-progress"])
-    assert rc == 1 and "would overwrite an input" in capsys.readouterr().err
+    assert rc == 2 and "would overwrite an input" in capsys.readouterr().err   # before any work
     assert (src / "a.png").read_bytes() == before
-    rc = restore.main(["--checkpoint", sr4_checkpoint, "--task", "sr", "-i", str(src), "-o", str(src),
+    rc = restore_cli.main(["--checkpoint", sr4_checkpoint, "--task", "sr", "-i", str(src), "-o", str(src),
                        "--suffix", "_x4", "--no-progress"])          # the directory's own scale
     assert rc == 0 and cv2.imread(str(src / "a_x4.png")).shape == (4 * SIZE, 4 * SIZE, 3)
     # A checkpoint of another kind is refused with the reason.
-    rc = restore.main(["--checkpoint", sr4_checkpoint, "--task", "sr", "--scale", "2",
+    rc = restore_cli.main(["--checkpoint", sr4_checkpoint, "--task", "sr", "--scale", "2",
                        "-i", str(src), "-o", str(tmp_path / "o2"), "--no-progress"])
     assert rc == 2 and "'sr_x4' network" in capsys.readouterr().err
-    rc = restore.main(["--checkpoint", sr4_checkpoint, "--task", "inpaint",
+    rc = restore_cli.main(["--checkpoint", sr4_checkpoint, "--task", "inpaint",
                        "-i", str(src), "-o", str(tmp_path / "o3"), "--no-progress"])
     assert rc == 2 and "'inpaint' was asked" in capsys.readouterr().err
 
@@ -294,7 +295,7 @@ def test_cli_inpainting_with_and_without_mask(tmp_path, capsys):
     cv2.imwrite(str(tmp_path / "in" / "a.png"), img[..., ::-1])
     cv2.imwrite(str(tmp_path / "in" / "b.png"), img[::-1, :, ::-1])
     cv2.imwrite(str(tmp_path / "masks" / "a.png"), mask)
-    rc = restore.main(["--checkpoint", ckpt, "--task", "inpaint", "-i", str(tmp_path / "in"),
+    rc = restore_cli.main(["--checkpoint", ckpt, "--task", "inpaint", "-i", str(tmp_path / "in"),
                        "--mask", str(tmp_path / "masks"), "-o", str(tmp_path / "out"), "--no-progress"])
     err = capsys.readouterr().err
     assert rc == 0

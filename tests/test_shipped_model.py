@@ -8,6 +8,7 @@ import os
 
 import pytest
 
+from adacode_jax.cli import restore as restore_cli
 from adacode_jax import compare, config_lib, restore
 
 CARD_METRICS = os.path.join(restore.PRETRAINED_DIR, "compact_sr_x4_evalset.json")
@@ -47,7 +48,7 @@ def test_restore_defaults_to_the_shipped_model(tmp_path):
 
     lq = os.path.join(config_lib.EVALSET, "lq")
     name = sorted(os.listdir(lq))[0]
-    rc = restore.main(["--task", "sr", "--scale", "4", "-i", os.path.join(lq, name),
+    rc = restore_cli.main(["--task", "sr", "--scale", "4", "-i", os.path.join(lq, name),
                        "-o", str(tmp_path), "--no-progress"])
     assert rc == 0
     out = data_io.read_image(os.path.join(tmp_path, name))

@@ -14,11 +14,9 @@ Images default to the CC0 photographs shipped with scikit-image (``skimage/data`
 """
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import shutil
-import sys
 import tempfile
 import time
 
@@ -31,6 +29,7 @@ from adacode_jax.data import examples
 from adacode_jax.data import io
 from adacode_jax.data import pipeline
 from adacode_jax.data import sources
+from adacode_jax.cli import common
 
 SKIMAGE_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png",
                   "hubble_deep_field.jpg", "retina.jpg", "camera.png")
@@ -90,8 +89,8 @@ def bench_loader(folder: str, task: str, workers: int, seconds: float, batch: in
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m adacode_jax.data.bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = common.ArgumentParser(prog="python -m adacode_jax.data.bench", description=__doc__,
+                                     formatter_class=common.HelpFormatter)
     parser.add_argument("--input", default=None, help="image folder (default: scikit-image photos)")
     parser.add_argument("--seconds", type=float, default=5.0, help="time per measurement")
     parser.add_argument("--workers", type=int, default=2, help="Grain worker processes (0 to skip)")
@@ -139,4 +138,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    common.entry(main)()

