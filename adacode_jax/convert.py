@@ -20,9 +20,10 @@ written. Buffers the network recomputes (Swin ``relative_position_index`` and ``
 """
 from __future__ import annotations
 
-import argparse
 import os
-import sys
+import pickle
+import shutil
+import tempfile
 from typing import Mapping
 
 import jax
@@ -31,12 +32,14 @@ import ml_collections
 import numpy as np
 from flax import traverse_util
 
+from adacode_jax import errors
 from adacode_jax import models
 from adacode_jax.models.swin import relative_position_index, shifted_window_mask
 
 
-class ConversionError(ValueError):
-    """A state dict does not fit the requested network; the message lists every problem."""
+class ConversionError(errors.UserError, ValueError):
+    """A state dict does not fit the requested network, or a file is not a state dict; the
+    message lists every problem."""
 
 
 # ---- reading files -----------------------------------------------------------------------
@@ -46,10 +49,21 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
     dict) or a flat ``.npz``."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    if path.endswith(".npz"):
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    obj = _load_pth(path)
+    if not os.path.isfile(path):
+        raise ConversionError(f"{path}: not a regular file", "give the .pth or .npz file")
+    try:
+        if path.endswith(".npz"):
+            with np.load(path, allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+        obj = _load_pth(path)
+    except (ValueError, pickle.UnpicklingError, EOFError, KeyError, OSError, RuntimeError) as e:
+        # RuntimeError: torch.load's message for a malformed archive
+        if isinstance(e, ConversionError) or (isinstance(e, OSError) and e.filename):
+            raise
+        text = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        what = text if text.startswith(path) else f"{path}: {text}"
+        raise ConversionError(what, None if "; " in what else "check that it is a complete file "
+                              "written by torch.save or numpy.savez") from e
     if isinstance(obj, Mapping):
         for wrapper in ("params", "params_ema", "state_dict"):
             if wrapper in obj and isinstance(obj[wrapper], Mapping):
@@ -226,6 +240,62 @@ def to_state_dict(variables, kind: str | None = None) -> dict[str, np.ndarray]:
     return out
 
 
+def check_output(output: str, *, overwrite: bool = False) -> list[str]:
+    """The entries of an existing ``output`` folder (``[]`` if absent or empty); refuses
+    (UserError) a file, or a non-empty folder without ``overwrite``. Cheap: call it before
+    converting."""
+    if os.path.exists(output) and not os.path.isdir(output):
+        raise errors.UserError(f"{output}: exists and is not a folder", "choose another --output")
+    present = sorted(os.listdir(output)) if os.path.isdir(output) else []
+    if present and not overwrite:
+        shown = ", ".join(present[:3]) + (" ..." if len(present) > 3 else "")
+        raise errors.UserError(
+            f"{output}: the folder is not empty ({len(present)} entries: {shown})",
+            "choose a new or empty folder, or pass --overwrite to replace the checkpoint in it "
+            "(other files are kept)")
+    return present
+
+
+def save_checkpoint(output: str, cfg, variables, *, extra: dict | None = None,
+                    overwrite: bool = False) -> str:
+    """Writes an inference checkpoint directory all at once; returns its absolute path.
+
+    The checkpoint is written into a temporary folder beside ``output`` and moved into place,
+    so ``output`` never holds half a checkpoint. A non-empty ``output`` is refused unless
+    ``overwrite``; then only the checkpoint's own entries (``variables/``, ``model.json``) are
+    replaced and every other file in it is kept.
+
+    Raises:
+      UserError: ``output`` is a file, or a non-empty folder without ``overwrite``.
+    """
+    from adacode_jax import checkpointing
+
+    output = os.path.abspath(output)
+    present = check_output(output, overwrite=overwrite)
+    parent = os.path.dirname(output)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(output)}.", suffix=".tmp")
+    try:
+        checkpointing.save_inference(tmp, cfg, variables, extra=extra)
+        if not present:
+            if os.path.isdir(output):
+                os.rmdir(output)           # empty: replaced by the finished checkpoint
+            os.replace(tmp, output)
+            return output
+        for name in sorted(os.listdir(tmp)):
+            target, new = os.path.join(output, name), os.path.join(tmp, name)
+            old = None
+            if os.path.lexists(target):
+                old = os.path.join(tmp, f".old.{name}")
+                os.replace(target, old)
+            os.replace(new, target)
+            if old is not None:
+                shutil.rmtree(old) if os.path.isdir(old) and not os.path.islink(old) else os.unlink(old)
+        return output
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def load_official(source, kind: str, *, strict: bool = True):
     """``(model, variables)`` from an official state dict: a ``.pth`` / ``.npz`` path or a
     ``{key: array}`` dict. ``model`` is a Linen module; see the module docstring."""
@@ -234,28 +304,6 @@ def load_official(source, kind: str, *, strict: bool = True):
     return models.build(cfg), variables
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m adacode_jax.convert", description=__doc__.split("\n")[0])
-    p.add_argument("--kind", required=True, choices=models.KINDS)
-    p.add_argument("--input", required=True, help="official .pth ({'params': ...}) or flat .npz")
-    p.add_argument("--output", required=True, help="directory for the Orbax checkpoint")
-    p.add_argument("--no-strict", dest="strict", action="store_false",
-                   help="keep random init for missing keys and drop unexpected ones")
-    args = p.parse_args(argv)
-    from adacode_jax import checkpointing
-
-    try:
-        sd = read_state_dict(args.input)
-        cfg, variables = to_variables(sd, args.kind, strict=args.strict)
-    except (ConversionError, FileNotFoundError) as e:
-        print(f"error: {args.input}: {e}", file=sys.stderr)
-        return 2
-    n = sum(int(np.prod(v.shape)) for v in jax.tree.leaves(variables.get("params", {})))
-    out = checkpointing.save_inference(args.output, cfg, variables,
-                                       extra={"source": os.path.abspath(args.input), "kind": args.kind})
-    print(f"converted {len(sd)} keys ({n:,} parameters) of {args.input} -> {out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":   # python -m adacode_jax.convert: the front end in adacode_jax.cli
+    from adacode_jax.cli import convert as _cli
+    _cli.console()

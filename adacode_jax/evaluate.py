@@ -4,6 +4,8 @@
                                    [--output DIR] [--no-lpips] [--fd-vgg19]
     python -m adacode_jax.evaluate benchmark --checkpoint CKPT --testset DIR --output DIR
 
+(command line: :mod:`adacode_jax.cli.evaluate`, also installed as ``adacode-evaluate``.)
+
 Images are matched by their path relative to each folder without the file ending ("stem").
 Per image: PSNR and SSIM (:mod:`adacode_jax.metrics`: the Y channel, a border crop, SSIM with
 the 11×11 σ 1.5 Gaussian window on 0–255 data), LPIPS v0.1 with AlexNet (the paper's metric,
@@ -14,8 +16,11 @@ package does not have. The protocol is printed next to the numbers and stored wi
 
 With ``--output DIR``: ``DIR/metrics.json`` =
 ``{"protocol": {...}, "mean": {...}, "per_image": {stem: {"psnr", "ssim", "lpips_alex",
-"lpips_vgg"}}, "inputs": {...}}`` and ``DIR/metrics.csv`` (one row per image). A PSNR of
-identical images (infinite) is stored as null.
+"lpips_vgg"}}, "inputs": {...}}`` and ``DIR/metrics.csv`` (one row per image), both written
+atomically. JSON has no NaN/Inf: such a value (a PSNR of identical images is infinite) is
+stored as null, with the reason beside it (``null_reason`` per image, ``mean_null_reason``,
+``null_values``); the CSV says ``inf``/``nan``. Folders are walked by
+:func:`adacode_jax.files.walk`; what it skipped is listed in ``inputs.skipped``.
 
 ``benchmark`` restores the ``lq/`` images of a frozen test set written by
 ``python -m adacode_jax.data.make_testset`` (``gt/``, ``lq/``, ``mask/`` for inpainting,
@@ -23,13 +28,11 @@ identical images (infinite) is stored as null.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import functools
 import json
 import math
 import os
-import sys
 import time
 from typing import Any, Sequence
 
@@ -38,6 +41,8 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
+from adacode_jax import errors
+from adacode_jax import files
 from adacode_jax import metrics
 from adacode_jax.data import io as data_io
 
@@ -46,18 +51,22 @@ LPIPS_NETS = ("alex", "vgg")
 METRIC_COLUMNS = ("psnr", "ssim", "lpips_alex", "lpips_vgg")
 
 
-class EvaluationError(ValueError):
+class EvaluationError(errors.UserError, ValueError):
     """Folders that cannot be evaluated as asked; the message names the files and the fix."""
 
 
 # ---- matching --------------------------------------------------------------------------------
 
-def images_by_stem(folder: str, *, strip_suffix: str = "") -> dict[str, str]:
-    """``{relative path without ending (and without ``strip_suffix``): file}`` under ``folder``."""
-    from adacode_jax.data import sources
-
+def images_by_stem(folder: str, *, strip_suffix: str = "",
+                   skipped: list[tuple[str, str]] | None = None) -> dict[str, str]:
+    """``{relative path without ending (and without ``strip_suffix``): file}`` under ``folder``,
+    walked by :func:`adacode_jax.files.walk`; what the walk skipped is appended to ``skipped``."""
+    walked = files.walk(folder, data_io.IMAGE_EXTENSIONS)
+    strip_suffix = files.join_suffix("", strip_suffix)     # as restore --suffix names outputs
+    if skipped is not None:
+        skipped.extend(walked.skipped)
     found: dict[str, str] = {}
-    for f in sources.list_images(folder):
+    for f in walked.files:
         stem = os.path.splitext(os.path.relpath(f, folder))[0].replace(os.sep, "/")
         if strip_suffix and stem.endswith(strip_suffix):
             stem = stem[: -len(strip_suffix)]
@@ -67,14 +76,15 @@ def images_by_stem(folder: str, *, strip_suffix: str = "") -> dict[str, str]:
     return found
 
 
-def match_folders(pred_dir: str, gt_dir: str, *, strip_suffix: str = ""
+def match_folders(pred_dir: str, gt_dir: str, *, strip_suffix: str = "",
+                  skipped: list[tuple[str, str]] | None = None
                   ) -> tuple[list[tuple[str, str, str]], list[str], list[str]]:
     """``([(stem, pred file, gt file)], gt stems without prediction, unmatched predictions)``."""
     for name, d in (("--pred", pred_dir), ("--gt", gt_dir)):
         if not os.path.isdir(d):
-            raise EvaluationError(f"{name} {d} is not a folder")
-    pred = images_by_stem(pred_dir, strip_suffix=strip_suffix)
-    gt = images_by_stem(gt_dir)
+            raise EvaluationError(f"{d}: not a folder", f"give a folder of images as {name}")
+    pred = images_by_stem(pred_dir, strip_suffix=strip_suffix, skipped=skipped)
+    gt = images_by_stem(gt_dir, skipped=skipped)
     pairs = [(s, pred[s], gt[s]) for s in sorted(gt) if s in pred]
     return pairs, sorted(set(gt) - set(pred)), sorted(set(pred) - set(gt))
 
@@ -174,6 +184,15 @@ class Evaluator:
         xp, xg = jnp.asarray(pred[None]), jnp.asarray(gt[None])
         for net, (module, variables) in self.lpips.items():
             row[f"lpips_{net}"] = float(_lpips(module, variables, xp, xg)[0])
+        reasons = {}
+        if math.isinf(p):
+            reasons["psnr"] = "infinite: the prediction equals the ground truth"
+        for k, v in row.items():
+            if v is not None and not math.isfinite(v):
+                row[k] = None       # JSON has no NaN/Inf; the reason says what was there
+                reasons[k] = f"{v} (not a finite number)"
+        if reasons:
+            row["null_reason"] = reasons
         if self.vgg19 is not None:
             module, variables = self.vgg19
             self.features["pred"].append(np.asarray(_pooled_features(module, variables, xp))[0])
@@ -197,14 +216,16 @@ def _mean(values: list[float | None]) -> float | None:
 
 def evaluate_folders(pred_dir: str, gt_dir: str, *, evaluator: Evaluator | None = None,
                      strip_suffix: str = "", allow_missing: bool = False, progress: bool = True,
-                     **evaluator_kwargs) -> dict[str, Any]:
+                     max_pixels: int | None = None, **evaluator_kwargs) -> dict[str, Any]:
     """Evaluate every ground-truth image that has a prediction.
 
     Raises:
       EvaluationError: no pairs; ground-truth images without prediction (unless
         ``allow_missing``); a pair of different sizes; an unreadable file.
     """
-    pairs, missing, extra = match_folders(pred_dir, gt_dir, strip_suffix=strip_suffix)
+    skipped: list[tuple[str, str]] = []
+    pairs, missing, extra = match_folders(pred_dir, gt_dir, strip_suffix=strip_suffix,
+                                          skipped=skipped)
     if not pairs:
         raise EvaluationError(f"no image in {pred_dir} has the stem of one in {gt_dir} "
                               f"(predictions: {extra[:5]}, ground truth: {missing[:5]})")
@@ -216,32 +237,72 @@ def evaluate_folders(pred_dir: str, gt_dir: str, *, evaluator: Evaluator | None 
     per_image = {}
     for stem, pred_file, gt_file in tqdm.tqdm(pairs, desc="evaluate", unit="image", disable=not progress):
         try:
-            pred, gt = data_io.read_image(pred_file), data_io.read_image(gt_file)
+            pred = data_io.read_image(pred_file, max_pixels=max_pixels)
+            gt = data_io.read_image(gt_file, max_pixels=max_pixels)
         except data_io.ImageReadError as e:
-            raise EvaluationError(str(e)) from e
+            raise EvaluationError(e.what, e.fix) from e
         per_image[stem] = evaluator(pred, gt, name=pred_file)
     columns = [c for c in METRIC_COLUMNS if c in next(iter(per_image.values()))]
     mean = {c: _mean([row[c] for row in per_image.values()]) for c in columns}
+    null_means = {c: "some per-image values are null (see per_image null_reason)"
+                  for c in columns if mean[c] is None}
     mean.update(evaluator.set_metrics())
-    return {"protocol": evaluator.protocol, "mean": mean, "per_image": per_image,
-            "inputs": {"pred": os.path.abspath(pred_dir), "gt": os.path.abspath(gt_dir),
-                       "n_images": len(per_image), "missing_pred": missing, "unmatched_pred": extra}}
+    results = {"protocol": evaluator.protocol, "mean": mean, "per_image": per_image,
+               "inputs": {"pred": os.path.abspath(pred_dir), "gt": os.path.abspath(gt_dir),
+                          "n_images": len(per_image), "missing_pred": missing,
+                          "unmatched_pred": extra,
+                          "skipped": [{"file": p, "reason": r} for p, r in skipped]}}
+    if null_means:
+        results["mean_null_reason"] = null_means
+    return results
+
+
+def json_safe(obj: Any, where: str = "", reasons: dict[str, str] | None = None) -> Any:
+    """``obj`` with every NaN/Inf float replaced by None (JSON has neither); each replacement
+    is recorded in ``reasons`` as ``{path: "nan"|"inf"|"-inf"}``."""
+    if isinstance(obj, float) or (isinstance(obj, np.floating)):
+        if not math.isfinite(obj):
+            if reasons is not None:
+                reasons[where or "."] = str(float(obj))
+            return None
+        return float(obj)
+    if isinstance(obj, dict):
+        return {k: json_safe(v, f"{where}/{k}" if where else str(k), reasons) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v, f"{where}/{i}", reasons) for i, v in enumerate(obj)]
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
+def _csv_value(row: dict[str, Any], column: str) -> str:
+    """A CSV cell: the number, or ``inf``/``nan`` for a null with its reason."""
+    v = row[column]
+    if v is not None:
+        return repr(v)
+    reason = str(row.get("null_reason", {}).get(column, "infinite" if column == "psnr" else "nan"))
+    return "inf" if reason.startswith(("infinite", "inf")) else "-inf" if reason.startswith("-inf") else "nan"
 
 
 def write_results(results: dict[str, Any], output_dir: str) -> tuple[str, str]:
-    """``DIR/metrics.json`` and ``DIR/metrics.csv``; returns their paths."""
+    """``DIR/metrics.json`` and ``DIR/metrics.csv``, each written atomically (never a truncated
+    file); any NaN/Inf left in ``results`` becomes null with ``null_values`` saying where.
+    Returns their paths."""
     os.makedirs(output_dir, exist_ok=True)
     json_path = os.path.join(output_dir, "metrics.json")
-    with open(json_path, "w", encoding="utf-8") as f:
-        json.dump(results, f, indent=2, allow_nan=False)
+    reasons: dict[str, str] = {}
+    safe = json_safe(results, reasons=reasons)
+    if reasons:
+        safe["null_values"] = {k: f"{v} (not a finite number) stored as null" for k, v in reasons.items()}
+    text = json.dumps(safe, indent=2, allow_nan=False)        # complete before any byte is written
+    files.atomic_write_bytes(json_path, text.encode("utf-8"))
     csv_path = os.path.join(output_dir, "metrics.csv")
     columns = [c for c in METRIC_COLUMNS if c in results["mean"]]
-    with open(csv_path, "w", newline="", encoding="utf-8") as f:
+    with files.atomic_open(csv_path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["stem"] + columns)
         for stem, row in results["per_image"].items():
-            writer.writerow([stem] + ["inf" if row[c] is None and c == "psnr" else repr(row[c])
-                                      for c in columns])
+            writer.writerow([stem] + [_csv_value(row, c) for c in columns])
     return json_path, csv_path
 
 
@@ -298,11 +359,13 @@ def benchmark(checkpoint: str, testset: str, output_dir: str, *, dtype: str = "a
     restorer = restore.Restorer.from_checkpoint(checkpoint, kind, dtype=dtype, tile=tile)
     pred_dir = os.path.join(output_dir, "pred")
     jobs = batch_restore.list_inputs(os.path.join(testset, "lq"), pred_dir)
+    # pred/ is this tool's own scratch folder: a rerun replaces what an earlier run restored
     if kind == "inpaint":
         for job in jobs:
             job.mask = batch_restore.find_mask(os.path.join(testset, "mask"), job, False)
     t0 = time.perf_counter()
-    report = batch_restore.restore_files(restorer, jobs, pred_dir, ext="png", progress=progress)
+    report = batch_restore.restore_files(restorer, jobs, pred_dir, ext="png", progress=progress,
+                                         existing="overwrite")
     restore_s = time.perf_counter() - t0
     if report.failed:
         raise EvaluationError("restoring failed for " + "; ".join(f"{p}: {e}" for p, e in report.failed))
@@ -317,79 +380,6 @@ def benchmark(checkpoint: str, testset: str, output_dir: str, *, dtype: str = "a
     return results
 
 
-# ---- command line ----------------------------------------------------------------------------
-
-def _common_metric_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--crop-border", type=int, default=4, help="pixels cropped from each side for "
-                   "PSNR/SSIM (default 4, as the official evaluate.py)")
-    p.add_argument("--y", choices=sorted(Y_SPACES), default="ycbcr",
-                   help="luma for PSNR/SSIM: ycbcr (BT.601, 16-235; default), yiq (pyiqa's default), "
-                   "rgb (all channels)")
-    p.add_argument("--pyiqa-ssim", action="store_true",
-                   help="SSIM as the current pyiqa: Y rounded to integers, contrast term clamped at 0")
-    p.add_argument("--no-lpips", action="store_true", help="skip LPIPS (AlexNet and VGG)")
-    p.add_argument("--lpips", nargs="+", choices=LPIPS_NETS, default=list(LPIPS_NETS),
-                   help="LPIPS trunks (default: alex vgg)")
-    p.add_argument("--fd-vgg19", action="store_true",
-                   help="also the Fréchet distance on VGG19 features over the set (not FID)")
-    p.add_argument("--output", help="write metrics.json and metrics.csv here")
-    p.add_argument("--quiet", action="store_true", help="no per-image rows, no progress bars")
-
-
-def _evaluator_kwargs(args) -> dict[str, Any]:
-    return dict(crop_border=args.crop_border, y=args.y, pyiqa_ssim=args.pyiqa_ssim,
-                lpips_nets=() if args.no_lpips else tuple(args.lpips), fd_vgg19=args.fd_vgg19)
-
-
-def _finish(results: dict[str, Any], args) -> int:
-    print(format_results(results, per_image=not args.quiet))
-    if args.output:
-        paths = write_results(results, args.output)
-        print(f"wrote {paths[0]} and {paths[1]}")
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    err = lambda msg: print(f"error: {msg}", file=sys.stderr)  # noqa: E731
-    if argv[:1] == ["benchmark"]:
-        p = argparse.ArgumentParser(prog="python -m adacode_jax.evaluate benchmark",
-                                    description="Restore a frozen test set and evaluate it.")
-        p.add_argument("--checkpoint", required=True, help="inference checkpoint dir or official .pth/.npz")
-        p.add_argument("--testset", required=True, help="folder written by adacode_jax.data.make_testset")
-        p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16"))
-        p.add_argument("--tile", default="auto", help="tile side, 'auto' or 0 (see restore --tile)")
-        _common_metric_args(p)
-        args = p.parse_args(argv[1:])
-        if not args.output:
-            p.error("benchmark needs --output (restored images go to OUTPUT/pred)")
-        tile = args.tile if args.tile == "auto" else int(args.tile)
-        try:
-            results = benchmark(args.checkpoint, args.testset, args.output, dtype=args.dtype, tile=tile,
-                                progress=not args.quiet, **_evaluator_kwargs(args))
-        except (EvaluationError, FileNotFoundError, ValueError) as e:
-            err(e)
-            return 2
-        return _finish(results, args)
-    p = argparse.ArgumentParser(prog="python -m adacode_jax.evaluate",
-                                description="PSNR/SSIM (Y, border crop), LPIPS alex/vgg of restored images.")
-    p.add_argument("--pred", required=True, help="folder of restored images")
-    p.add_argument("--gt", required=True, help="folder of ground-truth images")
-    p.add_argument("--pred-suffix", default="", help="suffix to strip from prediction stems "
-                   "(e.g. the restore --suffix)")
-    p.add_argument("--allow-missing", action="store_true",
-                   help="evaluate the matched pairs even if some ground truth has no prediction")
-    _common_metric_args(p)
-    args = p.parse_args(argv)
-    try:
-        results = evaluate_folders(args.pred, args.gt, strip_suffix=args.pred_suffix,
-                                   allow_missing=args.allow_missing, progress=not args.quiet,
-                                   **_evaluator_kwargs(args))
-    except (EvaluationError, FileNotFoundError) as e:
-        err(e)
-        return 2
-    return _finish(results, args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":   # python -m adacode_jax.evaluate: the front end in adacode_jax.cli
+    from adacode_jax.cli import evaluate as _cli
+    _cli.console()

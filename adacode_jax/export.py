@@ -21,10 +21,8 @@ artefact stays small (a few hundred kB) and is run as::
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import sys
 from typing import Any, Sequence
 
 import flax
@@ -36,7 +34,6 @@ from jax import export as jax_export
 
 from adacode_jax import checkpointing
 from adacode_jax import models
-from adacode_jax import restore as restore_lib
 
 EXPORT_FILE = "restore.jax_exported"
 META_FILE = "export.json"
@@ -131,45 +128,6 @@ def load_export(directory: str) -> tuple[jax_export.Exported, dict, dict[str, An
     return exported, {"params": variables["params"]}, meta
 
 
-def _shape_arg(text: str) -> tuple[int, int] | None:
-    if text == "symbolic":
-        return None
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--shape must be 'symbolic' or HxW, got {text!r}") from None
-    return h, w
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m adacode_jax.export", description=__doc__.split("\n")[0])
-    p.add_argument("--checkpoint", required=True, help="inference checkpoint dir or official .pth/.npz")
-    p.add_argument("--task", choices=restore_lib.TASKS, help="sr or inpaint (needed for .pth/.npz)")
-    p.add_argument("--scale", type=int, choices=restore_lib.SR_SCALES, help="SR factor (default 4)")
-    p.add_argument("--output", required=True, help="output directory (created)")
-    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
-                   help="compute dtype inside the exported function (parameters stay float32)")
-    p.add_argument("--shape", type=_shape_arg, default=None,
-                   help="'symbolic' (default) or HxW for a fixed input size")
-    p.add_argument("--platforms", default=",".join(PLATFORMS),
-                   help=f"comma-separated lowering platforms (default {','.join(PLATFORMS)})")
-    args = p.parse_args(argv)
-    try:
-        kind = restore_lib.requested_kind(args.checkpoint, args.task, args.scale)
-        cfg, variables, source = restore_lib.load_network(args.checkpoint, kind, task=args.task,
-                                                          dtype=args.dtype)
-        model = models.build(cfg)
-        exported = export_restore(model, variables, shape=args.shape,
-                                  platforms=[s.strip() for s in args.platforms.split(",") if s.strip()])
-        check_finite(model, variables, exported, source or args.checkpoint, args.shape)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    meta = save_export(args.output, cfg, variables, exported, source=source)
-    print(f"exported {cfg.kind} ({cfg.dtype}) to {os.path.abspath(args.output)}: input "
-          f"{meta['input']['shape']} -> output {meta['output']['shape']}, platforms {meta['platforms']}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":   # python -m adacode_jax.export: the front end in adacode_jax.cli
+    from adacode_jax.cli import export as _cli
+    _cli.console()

@@ -17,12 +17,14 @@ RGB float a network takes (plus alpha and a :class:`Layout`) and back. Decoding,
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 
 import cv2
 import numpy as np
 from PIL import Image
 
+from adacode_jax import files
 from adacode_jax.data import io as data_io
 
 ImageReadError = data_io.ImageReadError
@@ -47,18 +49,22 @@ def _pil_header(path: str) -> tuple[str | None, int]:
         return None, 1
 
 
-def read_image_raw(path: str | os.PathLike) -> np.ndarray:
+def read_image_raw(path: str | os.PathLike, *, max_pixels: int | None = None) -> np.ndarray:
     """Reads an image file keeping its channels and sample type.
 
     Returns:
       ``(H, W)`` grey, ``(H, W, 2)`` grey + alpha, ``(H, W, 3)`` RGB or ``(H, W, 4)`` RGBA, of
       dtype uint8, uint16 or float32, in displayed (EXIF) orientation.
 
+    Args:
+      max_pixels: pixel cap checked on the file header (:func:`adacode_jax.data.io.max_pixels`).
+
     Raises:
-      ImageReadError: missing, empty, corrupt or unsupported file; the message names it.
+      ImageReadError: missing, empty, corrupt, truncated, animated, too large (above the pixel
+        cap) or unsupported file, or a float image with NaN/Inf; the message names it.
     """
     path = os.fspath(path)
-    image, _ = data_io.decode_file(path)
+    image, _ = data_io.decode_file(path, max_pixels=max_pixels)
     if image.dtype not in (np.uint8, np.uint16, np.float32):
         raise ImageReadError(f"{path}: unsupported pixel type {image.dtype} (use 8/16-bit or float32)")
     mode, orientation = _pil_header(path)
@@ -135,7 +141,8 @@ def write_image_raw(path: str | os.PathLike, image: np.ndarray) -> str:
     The format follows the file ending. Samples the format cannot hold are converted: float
     becomes 16-bit in PNG and 8-bit in JPEG/WebP/BMP, 16-bit becomes 8-bit in those three.
     Grey + alpha is written as an LA PNG/TIFF when 8-bit, otherwise as RGBA with equal colour
-    channels (OpenCV and PIL cannot write 16-bit LA).
+    channels (OpenCV and PIL cannot write 16-bit LA). The file is encoded in memory and
+    written atomically (:func:`adacode_jax.files.atomic_write_bytes`).
     """
     path = os.fspath(path)
     ext = os.path.splitext(path)[1].lower()
@@ -146,11 +153,11 @@ def write_image_raw(path: str | os.PathLike, image: np.ndarray) -> str:
         image = np.round(image.astype(np.float32) / 257.0).astype(np.uint8)
     elif image.dtype not in (np.uint8, np.uint16, np.float32):
         raise TypeError(f"{path}: cannot write pixel type {image.dtype}")
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     if image.ndim == 3 and image.shape[2] == 2:
         if image.dtype == np.uint8 and ext in (".png", ".tif", ".tiff"):
-            Image.fromarray(image, "LA").save(path)
-            return path
+            buf = io.BytesIO()
+            Image.fromarray(image, "LA").save(buf, format="PNG" if ext == ".png" else "TIFF")
+            return files.atomic_write_bytes(path, buf.getvalue())
         image = image[:, :, [0, 0, 0, 1]]
     if image.ndim == 3 and image.shape[2] == 3:
         image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
@@ -161,8 +168,7 @@ def write_image_raw(path: str | os.PathLike, image: np.ndarray) -> str:
     ok, buf = cv2.imencode(ext, image)
     if not ok:
         raise OSError(f"{path}: OpenCV could not encode a {image.dtype} image as {ext}")
-    buf.tofile(path)
-    return path
+    return files.atomic_write_bytes(path, buf.tobytes())
 
 
 # ---- channel layouts of image arrays --------------------------------------------------------

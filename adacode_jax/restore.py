@@ -33,11 +33,11 @@ What the official ``inference.py`` gets wrong and this tool does instead (spec �
 * outputs are clamped to [0, 1] (as the official ``tensor2img``) and rounded, not truncated.
 
 Folders (job list, output names, never overwriting inputs, per-file errors) are handled by
-:mod:`adacode_jax.batch_restore`; file formats by :mod:`adacode_jax.imageio`.
+:mod:`adacode_jax.batch_restore`; file formats by :mod:`adacode_jax.imageio`; the command line
+by :mod:`adacode_jax.cli.restore`.
 """
 from __future__ import annotations
 
-import argparse
 import functools
 import math
 import os
@@ -53,10 +53,10 @@ import numpy as np
 import tqdm
 from absl import logging
 
-from adacode_jax import batch_restore
 from adacode_jax import checkpointing
 from adacode_jax import colorfix
 from adacode_jax import convert
+from adacode_jax import errors
 from adacode_jax import imageio
 from adacode_jax import models
 from adacode_jax import tiling
@@ -186,9 +186,10 @@ def load_network(path: str, kind: str | None = None, *, task: str | None = None,
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _forward(model: models.AdaCodeNet, variables, x):
-    """(out (B, sH, sW, 3) float32, weight maps (B, h, w, K) float32) of padded ``x``."""
-    out, aux = model.apply(variables, x)
+def _forward(model: models.AdaCodeNet, variables, x, codebook_mask=None):
+    """(out (B, sH, sW, 3) float32, weight maps (B, h, w, K) float32) of padded ``x``;
+    ``codebook_mask`` (K,) scales the mixing weights (None: the plain network)."""
+    out, aux = model.apply(variables, x, codebook_mask=codebook_mask)
     maps = aux.get("weight_maps")
     if maps is None:   # stage I network: one codebook, no weight predictor
         f = x.shape[1] // aux["indices"].shape[2]
@@ -218,6 +219,23 @@ def available_memory() -> int | None:
         return None
 
 
+def resize_to(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``image`` (any layout and dtype :meth:`Restorer.restore` returns) resized to
+    ``height × width``: Lanczos when enlarging, area averaging when shrinking; float images
+    stay in [0, 1]. A no-op at the same size."""
+    height, width = max(1, int(height)), max(1, int(width))
+    if image.shape[:2] == (height, width):
+        return image
+    shrink = height * width < image.shape[0] * image.shape[1]
+    out = cv2.resize(image, (width, height),
+                     interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LANCZOS4)
+    if image.ndim == 3 and out.ndim == 2:
+        out = out[:, :, None]
+    if np.issubdtype(out.dtype, np.floating):
+        out = np.clip(out, 0.0, 1.0)
+    return out
+
+
 def is_out_of_memory(error: BaseException) -> bool:
     """Whether an exception from running a program says the device ran out of memory."""
     text = str(error)
@@ -226,8 +244,47 @@ def is_out_of_memory(error: BaseException) -> bool:
 
 # ---- the restorer ---------------------------------------------------------------------------
 
-class NonFiniteError(ValueError):
+class NonFiniteError(errors.UserError, ValueError):
     """NaN or Inf in an input image or in a network's output; nothing is written."""
+
+
+class HostMemoryError(errors.UserError, MemoryError):
+    """The restored image would not fit in host memory; refused before any work."""
+
+
+# Host bytes per output pixel while restoring: float64 tile accumulator (RGB) and blend weights,
+# then the float32 result, its clamp and the output array; one piece needs no accumulators.
+HOST_BYTES_PER_OUTPUT_PIXEL = {"tiled": 3 * 8 + 8 + 3 * 4 * 3, "whole": 3 * 4 * 4}
+
+
+def host_memory_available() -> int | None:
+    """``MemAvailable`` of the host in bytes (what can be allocated without swapping); None if
+    unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_host_memory(height: int, width: int, scale: int, tiled: bool,
+                      available: int | None = None) -> None:
+    """Refuses (:class:`HostMemoryError`) an image whose restored result would not fit in host
+    memory, instead of failing with a bare MemoryError halfway."""
+    available = host_memory_available() if available is None else available
+    need = height * width * scale * scale * HOST_BYTES_PER_OUTPUT_PIXEL["tiled" if tiled else "whole"]
+    if available is not None and need > available:
+        raise HostMemoryError(
+            f"a {width}x{height} image restored x{scale} is {width * scale}x{height * scale}: it "
+            f"needs about {need / 2**30:.1f} GiB of host memory, {available / 2**30:.1f} GiB are "
+            "available", "restore a smaller image or cut it into parts; --max-pixels limits the "
+            "input size")
 
 
 class Restorer:
@@ -247,12 +304,16 @@ class Restorer:
       progress: show a progress bar over the tiles of an image.
       low_freq_sigma: SR only: take the output's band below this Gaussian σ (output pixels)
         from the bicubic upsampling of the input (:mod:`adacode_jax.colorfix`); 0 = off.
+      outscale: the final size as a multiple of the input's (Real-ESRGAN's ``--outscale``):
+        the network's output is resized to it (Lanczos up, area down); None: the network's
+        own scale.
     """
 
     def __init__(self, model: models.AdaCodeNet, variables: Any, *, tile: int | str = "auto",
                  overlap: int | None = None, blend: str = "feather", buckets: bool = True,
                  alpha: str = "bicubic", memory_budget: int | None = None, progress: bool = False,
-                 description: str = "", low_freq_sigma: float = 0.0):
+                 description: str = "", low_freq_sigma: float = 0.0,
+                 outscale: float | None = None):
         if not isinstance(model, models.AdaCodeNet):
             raise TypeError(f"Restorer needs an AdaCodeNet generator, got {type(model).__name__}")
         if alpha not in ALPHA_MODES:
@@ -262,6 +323,9 @@ class Restorer:
         if low_freq_sigma < 0:
             raise ValueError(f"low_freq_sigma must be >= 0, got {low_freq_sigma}")
         self.low_freq_sigma = float(low_freq_sigma)
+        if outscale is not None and not (math.isfinite(outscale) and outscale > 0):
+            raise ValueError(f"outscale must be a positive number, got {outscale!r}")
+        self.outscale = None if outscale is None else float(outscale)
         self.model = model
         self.variables = jax.device_put({"params": variables["params"]})
         self.scale = int(model.scale)
@@ -283,6 +347,9 @@ class Restorer:
         self.memory_budget, self.progress, self.description = memory_budget, progress, description
         self._tile_cap: int | None = None     # set after an out-of-memory error
         self._memory_cache: dict[tuple[int, int], tuple[int, float, int] | None] = {}
+        # (K,) float32 factors on the codebook weights, 0 = codebook dropped; None = the plain
+        # network. Set on a copy by adacode_jax.explorer.restore_with_codebooks.
+        self.codebook_mask: np.ndarray | None = None
 
     @classmethod
     def from_checkpoint(cls, path: str, task: str | None = None, *, scale: int | None = None,
@@ -388,7 +455,8 @@ class Restorer:
         ph, pw = pad_to[0] - h, pad_to[1] - w
         if ph or pw:
             x = np.pad(x, ((0, ph), (0, pw), (0, 0)), mode="symmetric")
-        out, maps = _forward(self.model, self.variables, jnp.asarray(x[None], jnp.float32))
+        out, maps = _forward(self.model, self.variables, jnp.asarray(x[None], jnp.float32),
+                             self.codebook_mask)
         f = self.latent_factor
         out = np.asarray(out[0, : h * self.scale, : w * self.scale])
         maps = np.asarray(maps[0, : -(-h // f), : -(-w // f)])
@@ -422,7 +490,10 @@ class Restorer:
             raise NonFiniteError(f"the input has {bad} NaN/Inf sample(s); pixel values must be "
                                  "finite, in [0, 1]: fix or re-export the image")
         h, w = rgb.shape[:2]
+        check_host_memory(h, w, self.scale, False)      # the least it can take, before planning
         tile = self.plan(h, w)
+        if tile is not None:
+            check_host_memory(h, w, self.scale, True)
         while True:
             try:
                 out, maps = self._restore_planned(rgb, tile)
@@ -466,7 +537,11 @@ class Restorer:
                 h, w = alpha.shape
                 alpha = np.clip(cv2.resize(alpha, (w * self.scale, h * self.scale),
                                            interpolation=cv2.INTER_CUBIC), 0.0, 1.0)
-        return imageio.merge_channels(out, alpha, layout), maps
+        merged = imageio.merge_channels(out, alpha, layout)
+        if self.outscale is not None:
+            h, w = rgb.shape[:2]
+            merged = resize_to(merged, round(h * self.outscale), round(w * self.outscale))
+        return merged, maps
 
     def restore(self, image: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
         """Restore one image.
@@ -489,109 +564,6 @@ class Restorer:
         return self.restore_with_maps(image, mask)[1]
 
 
-# ---- command line ----------------------------------------------------------------------------
-
-def _tile_arg(text: str) -> int | str:
-    if text == "auto":
-        return "auto"
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--tile must be 'auto' or an integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("--tile must be >= 0")
-    return value
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m adacode_jax.restore",
-                                description="Restore images with an AdaCode network (SR x2/x4, inpainting).")
-    p.add_argument("--checkpoint", default=None,
-                   help="inference checkpoint directory, or an official .pth/.npz state dict; "
-                        "default: the compact x4 model shipped with the package (trained by "
-                        "this code on real photos, see adacode_jax/pretrained/MODEL_CARD.md; "
-                        "--task sr --scale 4 only)")
-    p.add_argument("--task", choices=TASKS, help="sr or inpaint (required for .pth/.npz; "
-                   "checked against a checkpoint directory)")
-    p.add_argument("--scale", type=int, choices=SR_SCALES, help="SR factor (default 4)")
-    p.add_argument("-i", "--input", required=True, help="an image file or a folder (recursive)")
-    p.add_argument("-o", "--output", required=True, help="output folder (created)")
-    p.add_argument("--mask", help="inpainting: a mask file (white = hole) or a folder of masks "
-                   "with the inputs' relative paths")
-    p.add_argument("--tile", type=_tile_arg, default="auto",
-                   help="tile side in input pixels; 'auto' (default): the checkpoint's own tiling "
-                        "if its model.json recommends one (the shipped compact model does), else "
-                        "from free memory; 0: never")
-    p.add_argument("--low-freq-fix", type=float, default=None, metavar="SIGMA",
-                   help="SR: take the output's colours/brightness below this Gaussian sigma "
-                        "(output pixels) from the bicubic upsampled input; default: what the "
-                        "checkpoint's model.json recommends (the shipped compact model: 4), "
-                        "else off; 0: off")
-    p.add_argument("--tile-overlap", type=int, default=None,
-                   help=f"tile overlap in input pixels (default max({DEFAULT_OVERLAP}, pad multiple))")
-    p.add_argument("--dtype", choices=DTYPES, default="auto",
-                   help="compute dtype; auto: bfloat16 on GPU/TPU, float32 on CPU")
-    p.add_argument("--alpha", choices=ALPHA_MODES, default="bicubic",
-                   help="how an SR alpha channel is upscaled (default bicubic)")
-    p.add_argument("--ext", default="auto", choices=("auto", "png", "jpg", "tif", "webp"),
-                   help="output format; auto: the input's, or PNG where that cannot hold alpha/16 bits")
-    p.add_argument("--suffix", default="", help="appended to output file stems")
-    p.add_argument("--save-weight-maps", action="store_true",
-                   help="also write DIR/weight_maps/<name>.png: the K codebook weight maps")
-    p.add_argument("--exact-padding", action="store_true",
-                   help="pad every image exactly as the official test() (one compilation per size)")
-    p.add_argument("--benchmark-speed", type=int, default=0, metavar="N",
-                   help="time N restorations of each input after a warm-up; print s/megapixel; write nothing")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    err = functools.partial(print, file=sys.stderr)
-    try:
-        if args.checkpoint is None:
-            shipped = shipped_model(args.task or "sr", args.scale if args.scale else 4)
-            err(f"no --checkpoint: using the shipped compact model {shipped}")
-        restorer = Restorer.from_checkpoint(
-            args.checkpoint, args.task, scale=args.scale, dtype=args.dtype, tile=args.tile, overlap=args.tile_overlap,
-            buckets=not args.exact_padding, alpha=args.alpha, progress=not args.no_progress,
-            low_freq_sigma=args.low_freq_fix)
-        jobs = batch_restore.list_inputs(args.input, args.output)
-    except (FileNotFoundError, ValueError, TypeError, convert.ConversionError) as e:
-        err(f"error: {e}")
-        return 2
-    if not jobs:
-        err(f"error: no images under {args.input} ({', '.join(imageio.IMAGE_EXTENSIONS)})")
-        return 2
-    if args.mask and restorer.scale != 1:
-        err("error: --mask is for inpainting; this checkpoint super-resolves")
-        return 2
-    if args.mask and not os.path.exists(args.mask):
-        err(f"error: mask {args.mask} does not exist")
-        return 2
-    for job in jobs:
-        job.mask = batch_restore.find_mask(args.mask, job, os.path.isfile(args.input))
-    if jax.default_backend() == "cpu" and restorer.model.dtype == jnp.bfloat16:
-        err("note: bfloat16 on CPU is emulated and slower than float32")
-    err(f"network: {restorer.description} (x{restorer.scale}, {restorer.model.dtype.__name__}) "
-        f"on {jax.default_backend()}; {len(jobs)} file(s)")
-    if args.benchmark_speed:
-        batch_restore.benchmark_speed(restorer, jobs, args.benchmark_speed)
-        return 0
-    os.makedirs(args.output, exist_ok=True)
-    report = batch_restore.restore_files(restorer, jobs, args.output, suffix=args.suffix, ext=args.ext,
-                           save_weight_maps=args.save_weight_maps, progress=not args.no_progress,
-                           weight_map_title=f"{restorer.description}")
-    print(f"restored {len(report.written)} of {len(jobs)} file(s) into {args.output} "
-          f"in {report.seconds:.1f} s")
-    if report.failed:
-        print(f"{len(report.failed)} file(s) failed:", file=sys.stderr)
-        for path, why in report.failed:
-            print(f"  {path}: {why}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":   # python -m adacode_jax.restore: the front end in adacode_jax.cli
+    from adacode_jax.cli import restore as _cli
+    sys.exit(_cli.console())

@@ -20,13 +20,25 @@ The unpickler is restricted: it resolves only tensor rebuild functions, storage 
 ``nn.Module``, a TorchScript archive, arbitrary classes) raises ``pickle.UnpicklingError`` naming
 the global, instead of executing code from the file.
 
+Nothing is allocated because the file asks for it: every pickle is scanned first
+(:func:`_scan_pickle`: each declared length must fit in the bytes that follow, memo indices must
+be in sequence), the callables it may use cannot be asked for a size (``bytes(n)``,
+``bytearray(n)``, ``numpy.ndarray(shape)`` are refused; ``numpy``'s ``_reconstruct`` only with
+an empty shape, as numpy pickles), a storage must be backed by as many bytes in the file as its
+declared size (checked before reading it), and a tensor larger than its storage (a stride-0
+expansion) is materialised only up to :data:`MAX_EXPANDED_BYTES`.
+
 bfloat16 and float8 tensors use the ``ml_dtypes`` numpy types (installed with jax).
 """
 from __future__ import annotations
 
+import _compat_pickle
 import collections
+import io
+import math
 import os
 import pickle
+import pickletools
 import struct
 import sys
 import tarfile
@@ -40,6 +52,13 @@ import numpy as np
 # torch.serialization.MAGIC_NUMBER and PROTOCOL_VERSION of the legacy format.
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _LEGACY_PROTOCOL = 1001
+
+# A tensor may have more elements than its storage only by stride-0 expansion; such a tensor is
+# copied out at most this large.
+MAX_EXPANDED_BYTES = 64 * 2 ** 20
+# A compressed zip entry may claim to inflate to at most this multiple of its stored size
+# (torch.save stores entries uncompressed; this bounds a zip bomb).
+MAX_ZIP_RATIO = 100
 
 _STORAGE_DTYPES = {
     "DoubleStorage": np.dtype(np.float64),
@@ -116,6 +135,8 @@ class _TensorRef:
             # offset and limit are then counted in elements of that dtype.
             buf = buf.view(self.dtype)
             limit = limit * storage.dtype.itemsize // self.dtype.itemsize
+        if min(self.size, default=0) < 0 or len(self.size) != len(self.stride):
+            raise ValueError(f"tensor of size {self.size} and stride {self.stride} is malformed")
         if any(s == 0 for s in self.size):
             return np.zeros(self.size, buf.dtype)
         last = offset + sum((n - 1) * st for n, st in zip(self.size, self.stride))
@@ -124,6 +145,12 @@ class _TensorRef:
             raise ValueError(
                 f"tensor of size {self.size}, stride {self.stride}, offset {offset} does not fit "
                 f"its storage of {limit} elements")
+        numel = math.prod(self.size)
+        if numel > limit and numel * buf.dtype.itemsize > MAX_EXPANDED_BYTES:
+            raise ValueError(
+                f"tensor of size {self.size} repeats its storage of {limit} elements (stride "
+                f"{self.stride}) into {numel * buf.dtype.itemsize:,} bytes, more than the "
+                f"{MAX_EXPANDED_BYTES:,} allowed for an expanded tensor")
         item = buf.dtype.itemsize
         view = np.lib.stride_tricks.as_strided(
             buf[offset:], shape=self.size, strides=tuple(st * item for st in self.stride), writeable=False)
@@ -160,7 +187,42 @@ def _rebuild_parameter(data, requires_grad, backward_hooks, state=None):
 
 def _rebuild_from_type_v2(func, new_type, args, state):
     del new_type, state
+    if func not in _REBUILDERS:
+        raise pickle.UnpicklingError(f"_rebuild_from_type_v2 may only call a tensor rebuild "
+                                     f"function, not {func!r}")
     return func(*args)
+
+
+def _no_size(name: str, builtin):
+    """``bytes``/``bytearray`` that refuse an int argument (which would allocate that many bytes
+    at the file's request)."""
+    def make(*args):
+        if args and isinstance(args[0], int):
+            raise pickle.UnpicklingError(f"the pickle asks for {name}({args[0]}): refused, a "
+                                         "state dict never allocates by size")
+        return builtin(*args)
+    return make
+
+
+class _NdarrayTag:
+    """``numpy.ndarray`` as a pickle names it: only the subtype argument of ``_reconstruct``."""
+
+    def __call__(self, *args):
+        raise pickle.UnpicklingError(f"the pickle calls numpy.ndarray{args!r}: refused, a state "
+                                     "dict never allocates by size")
+
+
+def _reconstruct(subtype, shape, dtype):
+    # numpy pickles an array as _reconstruct(ndarray, (0,), b'b') + __setstate__ with the data,
+    # which checks the data against the shape; a non-empty shape here would allocate for free.
+    if subtype is not _NDARRAY or math.prod(tuple(shape)) != 0:
+        raise pickle.UnpicklingError(f"numpy _reconstruct({subtype!r}, {shape!r}) is not how "
+                                     "numpy pickles an array: refused")
+    return np.ndarray.__new__(np.ndarray, shape, dtype)
+
+
+_NDARRAY = _NdarrayTag()
+_REBUILDERS = (_rebuild_tensor, _rebuild_tensor_v2, _rebuild_tensor_v3, _rebuild_parameter)
 
 
 _ALLOWED = {
@@ -177,13 +239,18 @@ _ALLOWED = {
     ("torch", "device"): str,
     ("collections", "OrderedDict"): collections.OrderedDict,
 }
+_ALLOWED.update({("builtins", "bytes"): _no_size("bytes", bytes),
+                 ("builtins", "bytearray"): _no_size("bytearray", bytearray),
+                 ("numpy", "ndarray"): _NDARRAY})
+_ALLOWED.update({(m, "_reconstruct"): _reconstruct
+                 for m in ("numpy.core.multiarray", "numpy._core.multiarray")})
+# Callables whose result is bounded by the pickle's own bytes.
 _ALLOWED_PLAIN = {
-    ("builtins", n) for n in ("set", "frozenset", "slice", "complex", "bytearray", "list", "dict",
-                              "tuple", "int", "float", "bool", "str", "bytes")
+    ("builtins", n) for n in ("set", "frozenset", "slice", "complex", "list", "dict",
+                              "tuple", "int", "float", "bool", "str")
 } | {("_codecs", "encode")} | {
-    (m, n) for m in ("numpy.core.multiarray", "numpy._core.multiarray")
-    for n in ("_reconstruct", "scalar")
-} | {("numpy", "ndarray"), ("numpy", "dtype")} | {
+    (m, "scalar") for m in ("numpy.core.multiarray", "numpy._core.multiarray")
+} | {("numpy", "dtype")} | {
     ("numpy.dtypes", n) for n in ("Float64DType", "Float32DType", "Float16DType", "Int64DType",
                                   "Int32DType", "Int16DType", "Int8DType", "UInt8DType", "BoolDType")
 }
@@ -196,6 +263,11 @@ class _Unpickler(pickle.Unpickler):
         self._source = source
 
     def find_class(self, module: str, name: str):
+        # protocol 2 pickles (torch.save's) name Python 2 modules, e.g. __builtin__
+        if (module, name) in _compat_pickle.NAME_MAPPING:
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        elif module in _compat_pickle.IMPORT_MAPPING:
+            module = _compat_pickle.IMPORT_MAPPING[module]
         if (module, name) in _ALLOWED:
             return _ALLOWED[(module, name)]
         if module in ("torch", "torch.storage") and name.endswith("Storage"):
@@ -213,6 +285,60 @@ class _Unpickler(pickle.Unpickler):
         return self._load_persistent(pid)
 
 
+class _Bounded:
+    """A read-only view of ``f`` from its position to ``end`` whose ``read(n)`` never asks the
+    file for more than what is left (``read(2**40)`` on a file would allocate that much)."""
+
+    def __init__(self, f, end: int):
+        self._f, self._end = f, end
+
+    def remaining(self) -> int:
+        return max(self._end - self._f.tell(), 0)
+
+    def read(self, n: int = -1) -> bytes:
+        left = self.remaining()
+        return self._f.read(left if n is None or n < 0 else min(n, left))
+
+    def readline(self, limit: int = -1) -> bytes:
+        left = self.remaining()
+        return self._f.readline(left if limit is None or limit < 0 else min(limit, left))
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        return self._f.seek(pos, whence)
+
+
+_MEMO_PUTS = {"PUT", "BINPUT", "LONG_BINPUT"}
+_OUT_OF_BAND = {"NEXT_BUFFER", "READONLY_BUFFER"}
+
+
+def _scan_pickle(f, source: str) -> None:
+    """Walks one pickle's opcodes from ``f``'s position (then seeks back) and refuses one whose
+    declared lengths run past the data or whose memo indices jump ahead (the C unpickler would
+    allocate for them before noticing)."""
+    start = f.tell()
+    puts = 0
+    try:
+        for op, arg, _ in pickletools.genops(f):
+            if op.name in _MEMO_PUTS:
+                if not isinstance(arg, int) or arg < 0 or arg > puts:
+                    raise pickle.UnpicklingError(f"{source}: the pickle stores memo entry {arg} "
+                                                 f"after {puts} entries (a malformed pickle)")
+                puts += 1
+            elif op.name == "MEMOIZE":
+                puts += 1
+            elif op.name in _OUT_OF_BAND:
+                raise pickle.UnpicklingError(f"{source}: the pickle uses out-of-band buffers, "
+                                             "which torch.save never writes")
+    except pickle.UnpicklingError:
+        raise
+    except ValueError as e:   # genops: "expected N bytes in a ..., but only M remain", bad opcode
+        raise ValueError(f"{source}: truncated or corrupt pickle ({e})") from None
+    f.seek(start)
+
+
 def _storage_numel(pid) -> tuple[str, _StorageType, str, int, Any]:
     if not isinstance(pid, tuple) or not pid:
         raise pickle.UnpicklingError(f"unexpected persistent id {pid!r}")
@@ -221,10 +347,14 @@ def _storage_numel(pid) -> tuple[str, _StorageType, str, int, Any]:
         raise pickle.UnpicklingError("the file holds a pickled nn.Module; save its state_dict instead")
     if kind != "storage":
         raise pickle.UnpicklingError(f"unknown persistent id type {kind!r}")
+    if len(pid) < 5:
+        raise pickle.UnpicklingError(f"malformed storage id {pid!r}")
     storage_type, key, _location, numel = pid[1:5]
     view = pid[5] if len(pid) > 5 else None
     if not isinstance(storage_type, _StorageType):
         raise pickle.UnpicklingError(f"unexpected storage type {storage_type!r}")
+    if not isinstance(numel, int) or numel < 0:
+        raise pickle.UnpicklingError(f"storage {key!r} declares {numel!r} elements")
     return str(key), storage_type, _location, int(numel), view
 
 
@@ -242,12 +372,28 @@ def _read_zip(path: str) -> Any:
             byteorder = zf.read(prefix + "byteorder").decode("ascii").strip()
         storages: dict[str, _Storage] = {}
 
+        def entry(name: str) -> zipfile.ZipInfo:
+            try:
+                info = zf.getinfo(name)
+            except KeyError:
+                raise ValueError(f"{path}: the archive has no {name}; the file is incomplete") from None
+            if (info.compress_type != zipfile.ZIP_STORED
+                    and info.file_size > MAX_ZIP_RATIO * max(info.compress_size, 1)):
+                raise ValueError(f"{path}: {name} would inflate {info.compress_size:,} bytes to "
+                                 f"{info.file_size:,} (a zip bomb?)")
+            return info
+
         def load_persistent(pid):
             key, storage_type, _, numel, _ = _storage_numel(pid)
             if key not in storages:
                 storage = _Storage(storage_type.dtype, numel)
-                raw = zf.read(f"{prefix}data/{key}")
+                info = entry(f"{prefix}data/{key}")
                 nbytes = numel * storage.dtype.itemsize
+                if info.file_size < nbytes:     # checked before reading or allocating anything
+                    raise ValueError(f"{path}: storage {key} declares {numel:,} elements "
+                                     f"({nbytes:,} bytes), the archive holds {info.file_size:,} bytes")
+                with zf.open(info) as f:
+                    raw = f.read(nbytes)
                 if len(raw) < nbytes:
                     raise ValueError(f"{path}: storage {key} has {len(raw)} bytes, expected {nbytes}")
                 data = np.frombuffer(raw, storage.dtype, count=numel)
@@ -255,23 +401,30 @@ def _read_zip(path: str) -> Any:
                 storages[key] = storage
             return storages[key]
 
-        with zf.open(pickles[0]) as f:
-            obj = _Unpickler(f, load_persistent, path).load()
+        f = io.BytesIO(zf.read(entry(pickles[0])))
+        _scan_pickle(f, path)
+        obj = _Unpickler(f, load_persistent, path).load()
     return obj
 
 
 def _read_legacy(path: str) -> Any:
-    with open(path, "rb") as f:
+    with open(path, "rb") as raw_file:
+        f = _Bounded(raw_file, os.fstat(raw_file.fileno()).st_size)
+
+        def unpickle(load_persistent=None):
+            _scan_pickle(f, path)
+            return _Unpickler(f, load_persistent or _no_persistent, path).load()
+
         try:
-            magic = _Unpickler(f, _no_persistent, path).load()
+            magic = unpickle()
         except Exception as exc:  # noqa: BLE001 - any failure here means "not a torch file"
             raise ValueError(f"{path}: not a file written by torch.save (neither zip nor legacy format)") from exc
         if magic != _LEGACY_MAGIC:
             raise ValueError(f"{path}: not a file written by torch.save (neither zip nor legacy format)")
-        protocol = _Unpickler(f, _no_persistent, path).load()
+        protocol = unpickle()
         if protocol != _LEGACY_PROTOCOL:
             raise ValueError(f"{path}: unsupported legacy torch protocol version {protocol}")
-        sys_info = _Unpickler(f, _no_persistent, path).load()
+        sys_info = unpickle()
         little = bool(sys_info.get("little_endian", True)) if isinstance(sys_info, Mapping) else True
         roots: dict[str, _Storage] = {}
 
@@ -284,14 +437,24 @@ def _read_legacy(path: str) -> Any:
             _view_key, offset, view_numel = view
             return _StorageView(roots[key], int(offset), int(view_numel))
 
-        obj = _Unpickler(f, load_persistent, path).load()
-        keys = _Unpickler(f, _no_persistent, path).load()
+        obj = unpickle(load_persistent)
+        keys = unpickle()
+        if not isinstance(keys, (list, tuple)):
+            raise ValueError(f"{path}: corrupt legacy file (no storage key list)")
         for key in keys:
-            storage = roots[str(key)]
-            (numel,) = struct.unpack("<q" if little else ">q", f.read(8))
+            storage = roots.get(str(key))
+            if storage is None:
+                raise ValueError(f"{path}: storage {key} is listed but no tensor uses it")
+            head = f.read(8)
+            if len(head) != 8:
+                raise ValueError(f"{path}: truncated file (storage {key})")
+            (numel,) = struct.unpack("<q" if little else ">q", head)
             if numel != storage.numel:
                 raise ValueError(f"{path}: storage {key} holds {numel} elements, the pickle says {storage.numel}")
             nbytes = numel * storage.dtype.itemsize
+            if nbytes > f.remaining():       # checked before reading or allocating anything
+                raise ValueError(f"{path}: truncated file (storage {key} declares {nbytes:,} "
+                                 f"bytes, {f.remaining():,} are left)")
             raw = f.read(nbytes)
             if len(raw) != nbytes:
                 raise ValueError(f"{path}: truncated file (storage {key})")

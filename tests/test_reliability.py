@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
+from adacode_jax.cli import export as export_cli
 from adacode_jax import batch_restore, checkpointing, config_lib, export, models, restore, train
 from tests.test_train import get_config, losses_by_step, mechanics_config
 
@@ -339,18 +340,18 @@ def test_batch_restore_writes_nothing_non_finite(sr2, tmp_path):
                                          str(tmp_path / "out"), progress=False, note=notes.append)
     assert [os.path.basename(p) for p in report.written] == ["ok.png"]
     assert report.failed == [(str(src / "nan.tiff"),
-                              "ValueError: the float image holds 1 NaN/Inf sample(s); pixel "
-                              "values must be finite, in [0, 1]: fix or re-export the image")]
+                              "the float image holds 1 NaN/Inf sample(s); pixel "
+                              "values must be finite, in [0, 1]; fix or re-export it")]
     assert notes == [f"FAILED {src / 'nan.tiff'}: {report.failed[0][1]}"]
     report = batch_restore.restore_files(restore.Restorer(model, broken, tile=0), jobs[1:],
                                          str(tmp_path / "out2"), progress=False, note=notes.append)
     assert report.written == [] and not os.path.exists(tmp_path / "out2" / "ok.png")
-    assert report.failed[0][1].startswith("NonFiniteError: the network produced ")
+    assert report.failed[0][1].startswith("the network produced ")
 
 
 def test_export_refuses_non_finite_weights_and_outputs(sr2, tmp_path, capsys):
     cfg, model, variables, broken, ckpt, leaf = sr2
-    assert export.main(["--checkpoint", ckpt, "--output", str(tmp_path / "o")]) == 2
+    assert export_cli.main(["--checkpoint", ckpt, "--output", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {ckpt}: the weights are broken: params/{leaf}") and err.count("\n") == 1
     assert not os.path.exists(tmp_path / "o")

@@ -24,6 +24,7 @@ from typing import Any, Sequence
 import grain
 import numpy as np
 
+from adacode_jax import errors
 from adacode_jax.data import degradations
 from adacode_jax.data import io
 from adacode_jax.data import masks
@@ -56,7 +57,7 @@ class ExampleConfig:
                              f"{self.small_image_policy!r}")
 
 
-class BadRecordError(ValueError):
+class BadRecordError(errors.UserError, ValueError):
     """A record that cannot become an example (the message names it)."""
 
 

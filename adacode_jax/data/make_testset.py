@@ -19,20 +19,19 @@ writes the others and exits with status 1.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import sys
 import zlib
 
 from absl import logging
 import numpy as np
 import tqdm
 
+from adacode_jax import errors
+from adacode_jax import files as filetools
 from adacode_jax.data import degradations
 from adacode_jax.data import io
 from adacode_jax.data import masks
-from adacode_jax.data import sources
 from adacode_jax.data import transforms
 
 TASKS = {"sr_x2": 2, "sr_x4": 4, "inpaint": 1}
@@ -62,11 +61,32 @@ def make_pair(image: np.ndarray, task: str, rng: np.random.Generator) -> dict[st
 
 
 def make_testset(input_dir: str, output_dir: str, task: str, seed: int = 123,
-                 progress: bool = True) -> dict:
-    """Writes the frozen test set (see the module docstring); returns the manifest dict."""
-    files = sources.list_images(input_dir)
+                 progress: bool = True, *, overwrite: bool = False,
+                 max_pixels: int | None = None) -> dict:
+    """Writes the frozen test set (see the module docstring); returns the manifest dict.
+
+    The input folder is walked by :func:`adacode_jax.files.walk` (an output folder inside it is
+    not read; skipped entries are logged and listed in the manifest's ``skipped``); every file
+    is written atomically.
+
+    Raises:
+      UserError: no images; ``output_dir`` already holds a test set (``gt/``, ``lq/``,
+        ``mask/`` or ``manifest.json``) and ``overwrite`` is False.
+    """
+    if not os.path.isdir(input_dir):
+        raise errors.UserError(f"{input_dir}: not a folder", "give the folder of ground-truth images")
+    present = [n for n in ("gt", "lq", "mask", "manifest.json")
+               if os.path.lexists(os.path.join(output_dir, n))]
+    if present and not overwrite:
+        raise errors.UserError(f"{output_dir}: holds a test set already ({', '.join(present)})",
+                               "pass --overwrite to replace its files or choose another --output")
+    walked = filetools.walk(input_dir, io.IMAGE_EXTENSIONS, exclude=[output_dir])
+    for message in walked.messages():
+        logging.warning("make_testset: %s", message)
+    files = walked.files
     if not files:
-        raise ValueError(f"no images under {input_dir!r} (extensions {', '.join(io.IMAGE_EXTENSIONS)})")
+        raise errors.UserError(f"{input_dir}: no images (extensions {', '.join(io.IMAGE_EXTENSIONS)})",
+                               "give a folder holding images")
     rels = [os.path.relpath(f, input_dir) for f in files]
     outs = [os.path.splitext(r)[0] + ".png" for r in rels]
     dupes = sorted({o for o in outs if outs.count(o) > 1})
@@ -77,7 +97,7 @@ def make_testset(input_dir: str, output_dir: str, task: str, seed: int = 123,
     for f, rel, out in tqdm.tqdm(list(zip(files, rels, outs)), desc=f"make_testset {task}",
                                  disable=not progress):
         try:
-            image = io.read_image(f)
+            image = io.read_image(f, max_pixels=max_pixels)
             pair = make_pair(image, task, image_rng(seed, rel))
         except (io.ImageReadError, ValueError) as e:
             msg = str(e) if f in str(e) else f"{f}: {e}"
@@ -89,34 +109,14 @@ def make_testset(input_dir: str, output_dir: str, task: str, seed: int = 123,
         written.append(out.replace(os.sep, "/"))
     manifest = {"task": task, "scale": TASKS[task], "seed": int(seed),
                 "input": os.path.abspath(input_dir), "files": written, "failed": failed,
+                "skipped": [{"file": p, "reason": r} for p, r in walked.skipped],
                 "rounding": "round(x * 255)"}
-    os.makedirs(output_dir, exist_ok=True)
-    with open(os.path.join(output_dir, "manifest.json"), "w", encoding="utf-8") as fh:
-        json.dump(manifest, fh, indent=1)
+    filetools.mark_output_folder(output_dir)
+    filetools.atomic_write_bytes(os.path.join(output_dir, "manifest.json"),
+                                 json.dumps(manifest, indent=1).encode("utf-8"))
     return manifest
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m adacode_jax.data.make_testset",
-        description="Write a deterministic degraded (SR) or masked (inpainting) test set as PNG.")
-    parser.add_argument("--input", required=True, help="folder of ground-truth images (recursive)")
-    parser.add_argument("--output", required=True, help="output folder (gt/, lq/, mask/)")
-    parser.add_argument("--task", required=True, choices=sorted(TASKS))
-    parser.add_argument("--seed", type=int, default=123,
-                        help="base seed (default 123, the reference's)")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    args = parser.parse_args(argv)
-    if not os.path.isdir(args.input):
-        parser.error(f"--input {args.input!r} is not a folder")
-    manifest = make_testset(args.input, args.output, args.task, args.seed, not args.no_progress)
-    print(f"wrote {len(manifest['files'])} {args.task} pairs to {args.output}")
-    if manifest["failed"]:
-        for item in manifest["failed"]:
-            print(f"FAILED {item['error']}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":   # python -m adacode_jax.data.make_testset: the front end in adacode_jax.cli
+    from adacode_jax.cli import make_testset as _cli
+    _cli.console()

@@ -31,7 +31,9 @@ import os
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+from absl import logging
 
+from adacode_jax import files
 from adacode_jax.data import io
 
 Key = Any  # a path, a (gt, lq) path pair, or an int index
@@ -53,16 +55,15 @@ def _resize_range(spec: Mapping[str, Any]) -> tuple[float, float] | None:
 
 
 def list_images(root: str) -> list[str]:
-    """All image files under ``root`` (recursive, sorted)."""
+    """All image files under ``root`` (recursive, sorted), walked by :func:`adacode_jax.files.walk`:
+    every real folder once (symlink loops cut), FIFOs/sockets/devices, broken links and
+    unreadable folders skipped and logged as warnings, output folders of the tools not entered."""
     if not os.path.isdir(root):
         raise FileNotFoundError(f"image folder {root!r} does not exist or is not a folder")
-    found = []
-    for folder, dirs, files in os.walk(root, followlinks=True):
-        dirs.sort()
-        for f in files:
-            if f.lower().endswith(io.IMAGE_EXTENSIONS) and not f.startswith("."):
-                found.append(os.path.join(folder, f))
-    return sorted(found)
+    found = files.walk(root, io.IMAGE_EXTENSIONS)
+    for message in found.messages():
+        logging.warning("%s", message)
+    return found.files
 
 
 def read_list_file(list_file: str, root: str | None = None) -> list[str]:

@@ -11,8 +11,10 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
+from adacode_jax import errors
 
-class SmallImageError(ValueError):
+
+class SmallImageError(errors.UserError, ValueError):
     """An image is smaller than the crop and the config says to reject such images."""
 
 
