@@ -23,10 +23,8 @@ part 1's: the shipped model against bicubic.
 """
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import os
-import sys
 import time
 
 import numpy as np
@@ -39,9 +37,9 @@ HELD_OUT = "chelsea"      # restored at the end (it is in the training crops too
 
 
 def _config(name: str, arg: str):
-    from adacode_jax.config_lib import REPO
+    from adacode_jax.resources import CONFIGS_DIR
 
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "configs", f"{name}.py"))
+    spec = importlib.util.spec_from_file_location(name, os.path.join(CONFIGS_DIR, f"{name}.py"))
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod.get_config(arg)
@@ -52,7 +50,9 @@ def _stage(title: str, config, workdir: str) -> dict:
 
     t0 = time.time()
     print(f"\n== {title}: {config.train.num_steps} steps -> {workdir}", flush=True)
-    last = train.train_and_evaluate(config, workdir)
+    last = train.train_and_evaluate(config, workdir)     # prints its header and progress
+    if "train/stopped_at_step" in last:      # Ctrl-C: the stage saved and stopped; so does the demo
+        raise KeyboardInterrupt
     shown = {k: round(v, 4) for k, v in last.items()
              if k in ("loss/pix", "loss/g_total", "val/psnr", "val/lpips_alex")}
     print(f"   done in {time.time() - t0:.0f} s: {shown}", flush=True)
@@ -193,22 +193,6 @@ def run(workdir: str, steps_scale: float = 1.0, train: bool = True) -> dict:
     return rows
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m adacode_jax.demo", description=__doc__.split("\n")[0])
-    p.add_argument("--workdir", default="demo_out", help="where runs and pictures go")
-    p.add_argument("--steps-scale", type=float, default=1.0, help="multiply every stage's steps")
-    p.add_argument("--no-train", action="store_true",
-                   help="only part 1: the shipped model on the embedded images (about a minute)")
-    args = p.parse_args(argv)
-    from absl import flags, logging
-
-    flags.FLAGS.mark_as_parsed()      # grain reads absl flags (stack.md trap 1)
-    logging.set_verbosity(logging.WARNING)
-    t0 = time.time()
-    run(args.workdir, args.steps_scale, train=not args.no_train)
-    print(f"\ndemo finished in {time.time() - t0:.0f} s")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":   # python -m adacode_jax.demo: the front end in adacode_jax.cli
+    from adacode_jax.cli import demo as _cli
+    _cli.console()

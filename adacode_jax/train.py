@@ -16,22 +16,29 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
+import threading
 import time
 from typing import Any
 
-import jax
-import jax.numpy as jnp
-import ml_collections
-import numpy as np
-from absl import logging
-from clu import metric_writers, parameter_overview, periodic_actions
-from flax import traverse_util
+# Before clu imports TensorFlow: no C++ start-up lines (oneDNN, CUDA probing) on the console.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from adacode_jax import checkpointing, config_lib, metrics as metrics_lib, models, paths, perceptual
-from adacode_jax import sharding as sharding_lib
-from adacode_jax import steps as steps_lib
-from adacode_jax.data import io as data_io
-from adacode_jax.data import make_testset, pipeline, sources
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import ml_collections  # noqa: E402
+import numpy as np  # noqa: E402
+from absl import logging  # noqa: E402
+from clu import metric_writers, parameter_overview, periodic_actions  # noqa: E402
+from flax import traverse_util  # noqa: E402
+
+from adacode_jax import checkpointing, config_lib, console, errors  # noqa: E402
+from adacode_jax import metrics as metrics_lib, models, paths, perceptual  # noqa: E402
+from adacode_jax import sharding as sharding_lib  # noqa: E402
+from adacode_jax import steps as steps_lib  # noqa: E402
+from adacode_jax import visualize  # noqa: E402
+from adacode_jax.data import io as data_io  # noqa: E402
+from adacode_jax.data import make_testset, pipeline, sources  # noqa: E402
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -281,29 +288,14 @@ def evaluate(apply_fn, g_params, pairs, lpips_alex, config) -> dict:
 
 # ---- pictures ----------------------------------------------------------------------------------
 
-def _colour(maps: np.ndarray) -> np.ndarray:
-    """(N, h, w) real maps -> (N, h, w, 3) uint8 with a blue-white-red diverging scale."""
-    m = maps / (np.abs(maps).max(axis=(1, 2), keepdims=True) + 1e-8)
-    pos, neg = np.clip(m, 0, 1), np.clip(-m, 0, 1)
-    rgb = np.stack([1 - neg, 1 - pos - neg, 1 - pos], axis=-1)
-    return (np.clip(rgb, 0, 1) * 255).astype(np.uint8)
-
-
 def panels(batch: dict, out: np.ndarray, n: int = 4) -> np.ndarray:
-    """LQ (nearest-upsampled) | output | GT, side by side, for the first ``n`` examples."""
-    gt = np.asarray(batch["gt"][:n])
-    lq = np.asarray(batch.get("lq", batch["gt"])[:n])
-    f = gt.shape[1] // lq.shape[1]
-    lq = np.repeat(np.repeat(lq, f, axis=1), f, axis=2)
-    row = np.concatenate([lq, np.asarray(out[:n]), gt], axis=2)
-    return (np.clip(row, 0, 1) * 255).round().astype(np.uint8)
+    """Labelled LQ | output | GT rows for the first ``n`` examples (:mod:`adacode_jax.visualize`)."""
+    return visualize.training_panels(batch["gt"], out, batch.get("lq"), n=n)
 
 
-def weight_map_pictures(maps: np.ndarray, n: int = 2) -> np.ndarray:
-    """(B, h, w, K) weight maps -> (n, h, K·w, 3) pictures, one colour tile per codebook."""
-    maps = np.asarray(maps[:n])
-    tiles = [_colour(maps[..., k]) for k in range(maps.shape[-1])]
-    return np.concatenate(tiles, axis=2)
+def weight_map_pictures(batch: dict, maps: np.ndarray, n: int = 2) -> np.ndarray:
+    """The CLI's weight-map figure for the first ``n`` examples, one colour scale for all."""
+    return visualize.training_weight_maps(batch.get("lq", batch["gt"]), maps, n=n)
 
 
 # ---- the run -----------------------------------------------------------------------------------
@@ -493,6 +485,209 @@ def check_resume_config(saved: dict, config, workdir: str, step: int) -> None:
         logging.info("resuming %s with changed settings: %s", workdir, "; ".join(free))
 
 
+# ---- resuming from the newest intact checkpoint ---------------------------------------------
+
+class DamagedCheckpointsError(errors.UserError):
+    """Checkpoints exist but none restores whole and finite."""
+
+
+def _leaf_name(path) -> str:
+    return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+
+
+def non_finite_leaf(state, out_sharding) -> str | None:
+    """The ``/``-joined name of the first floating leaf of ``state`` holding NaN or Inf, or
+    None. One jitted reduction over the (sharded) arrays: every process takes part."""
+    leaves = [(p, x) for p, x in jax.tree_util.tree_flatten_with_path(state)[0]
+              if jnp.issubdtype(x.dtype, jnp.inexact)]
+    if not leaves:
+        return None
+    finite = jax.jit(lambda xs: jnp.stack([jnp.isfinite(x).all() for x in xs]),
+                     out_shardings=out_sharding)([x for _, x in leaves])
+    finite = np.asarray(jax.device_get(finite))
+    return None if finite.all() else _leaf_name(leaves[int(np.argmin(finite))][0])
+
+
+def _any_process(flag: bool) -> bool:
+    if jax.process_count() == 1:
+        return flag
+    from jax.experimental import multihost_utils
+
+    return bool(np.any(multihost_utils.process_allgather(np.int32(flag))))
+
+
+def _first_line(e: BaseException, n: int = 200) -> str:
+    text = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    return f"{type(e).__name__}: " + (text if len(text) <= n else text[:n] + "...")
+
+
+def restore_latest_intact(ckpts, target, data_it, out_sharding):
+    """``(step, state)`` of the newest checkpoint that restores whole (every file there and
+    readable) and finite; ``(None, None)`` if the run has no checkpoint.
+
+    Each damaged newer one is reported by path (a warning) and moved to
+    ``checkpoints_damaged/<step>`` so the resumed run can save that step again. If checkpoints
+    exist but none is intact, raises :class:`DamagedCheckpointsError` (never a silent restart
+    from step 0).
+    """
+    steps = ckpts.all_steps()
+    damaged = []
+    for step in reversed(steps):
+        problem = None
+        try:
+            state = ckpts.restore(step, target, data_it)
+        except Exception as e:  # noqa: BLE001 - any failure to read it makes it damaged
+            problem = f"it does not restore ({_first_line(e)})"
+        else:
+            bad = non_finite_leaf(state, out_sharding)
+            if bad is not None:
+                problem = f"{bad} holds NaN/Inf values"
+        if _any_process(problem is not None):
+            damaged.append((step, problem or "damaged on another process"))
+            continue
+        for s, why in damaged:
+            moved = ckpts.set_aside(s)
+            logging.warning("%s: damaged checkpoint: %s; moved to %s; resuming from step %d "
+                            "instead", ckpts.step_dir(s), why, moved, step)
+        return step, state
+    if not steps:
+        return None, None
+    listing = "; ".join(f"step {s}: {why}" for s, why in damaged)
+    raise DamagedCheckpointsError(
+        f"{ckpts.directory}: none of the {len(steps)} checkpoints is intact ({listing})",
+        f"restore the folder from a backup, or move it away (e.g. mv {ckpts.directory} "
+        f"{ckpts.directory}.bad) to train from step 0")
+
+
+# ---- one entry per step in the logs, after a resume -------------------------------------------
+
+def drop_logs_after(workdir: str, step: int) -> dict[str, int]:
+    """Remove what a run logged beyond ``step``, the step it resumes from (everything if 0):
+    ``metrics.jsonl`` lines and TensorBoard summary events (event files are rewritten without
+    them). Process 0. Returns the number of entries dropped per file kind."""
+    import json
+
+    import tensorflow as tf
+
+    dropped = {"metrics.jsonl": 0, "tensorboard": 0}
+    path = os.path.join(workdir, "metrics.jsonl")
+    if paths.exists(path):
+        with paths.open_file(path) as f:
+            lines = f.read().splitlines()
+        kept = []
+        for line in lines:
+            try:
+                keep = step > 0 and int(json.loads(line)["step"]) <= step
+            except (ValueError, KeyError, TypeError):
+                keep = False                   # a line cut short by a kill
+            if keep:
+                kept.append(line)
+        if len(kept) != len(lines):
+            dropped["metrics.jsonl"] = len(lines) - len(kept)
+            tmp = path + ".tmp"
+            with paths.open_file(tmp, "w") as f:
+                f.write("".join(line + "\n" for line in kept))
+            tf.io.gfile.rename(tmp, path, overwrite=True)
+    tb = os.path.join(workdir, "tensorboard")
+    if not tf.io.gfile.isdir(tb):
+        return dropped
+    for name in sorted(tf.io.gfile.listdir(tb)):
+        if not name.startswith("events.out.tfevents"):
+            continue
+        events_path, events, n_drop = os.path.join(tb, name), [], 0
+        try:
+            for record in tf.data.TFRecordDataset(events_path):
+                raw = record.numpy()
+                event = tf.compat.v1.Event.FromString(raw)
+                if event.HasField("summary") and (step == 0 or event.step > step):
+                    n_drop += 1
+                else:
+                    events.append(raw)
+        except tf.errors.DataLossError:        # the last record cut short by a kill
+            n_drop += 1
+        if not n_drop:
+            continue
+        dropped["tensorboard"] += n_drop
+        if step == 0 or all(not tf.compat.v1.Event.FromString(r).HasField("summary")
+                            for r in events):
+            tf.io.gfile.remove(events_path)
+            continue
+        tmp = events_path + ".tmp"
+        with tf.io.TFRecordWriter(tmp) as w:
+            for raw in events:
+                w.write(raw)
+        tf.io.gfile.rename(tmp, events_path, overwrite=True)
+    if any(dropped.values()):
+        logging.info("resuming at step %d: dropped the logged entries of later steps (%s)", step,
+                     ", ".join(f"{n} from {k}" for k, n in dropped.items() if n))
+    return dropped
+
+
+# ---- stopping on SIGINT / SIGTERM -----------------------------------------------------------
+
+class StopRequest:
+    """SIGINT (Ctrl-C) and SIGTERM (Slurm, Kubernetes, Cloud TPU preemption) ask the run to
+    stop at the next step boundary, where it saves a checkpoint and exports; a later launch
+    resumes exactly. Further signals while it stops only print a note (the save is not cut).
+
+    With several processes, they agree every ``poll_every`` steps (a barrier of the JAX
+    coordination service): all stop at the same step if any was signalled.
+    """
+
+    def __init__(self, poll_every: int = 10):
+        self.poll_every = int(poll_every)
+        self.signum: int | None = None
+        self.count = 0
+        self._previous: dict[int, Any] = {}
+        self._round = next(_LOCK_ROUNDS)
+
+    def _handle(self, signum, frame) -> None:
+        del frame
+        self.count += 1
+        if self.signum is None:
+            self.signum = signum
+            msg = (f"\n{signal.Signals(signum).name}: stopping at the next step boundary "
+                   "(saving a checkpoint first)\n")
+        else:
+            msg = (f"\n{signal.Signals(signum).name}: already stopping; the checkpoint is being "
+                   f"saved (kill -9 {os.getpid()} aborts, losing the steps since the last one)\n")
+        os.write(2, msg.encode())
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum else "a stop request"
+
+    def agreed(self, step: int) -> bool:
+        """Whether to stop after ``step``: this process's signal (one process), or any
+        process's at the agreed steps (several)."""
+        if jax.process_count() == 1:
+            return self.signum is not None
+        if step % self.poll_every:
+            return False
+        from orbax.checkpoint import multihost
+
+        client = multihost.get_jax_distributed_client()
+        prefix = f"adacode:stop:{self._round}:{step}/"
+        if self.signum is not None:
+            client.key_value_set(f"{prefix}{jax.process_index()}", str(self.signum))
+        client.wait_at_barrier(f"adacode_stop_{self._round}_{step}", 10 * 60 * 1000)
+        votes = client.key_value_dir_get(prefix)
+        if votes and self.signum is None:
+            self.signum = int(votes[0][1])
+        return bool(votes)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Run (or resume) one stage. Returns the last logged metrics (host floats).
 
@@ -522,6 +717,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 
 def _run(config, init: dict, workdir: str) -> dict:
+    log_file = console.log_to_file(workdir) if jax.process_index() == 0 else None
+    try:
+        return _train(config, init, workdir)
+    finally:
+        console.close_log_file(log_file)
+
+
+def _save_or_explain(path: str, what: str, nbytes: int, fix: str, cleanup=None, held=None):
+    """:func:`checkpointing.disk_full_reported` (a full disk becomes one message)."""
+    return checkpointing.disk_full_reported(path, what, nbytes, fix, cleanup=cleanup, held=held)
+
+
+def _train(config, init: dict, workdir: str) -> dict:
     is_main = jax.process_index() == 0
     t = config.train
     stage = int(config.stage)
@@ -534,9 +742,6 @@ def _run(config, init: dict, workdir: str) -> dict:
                          f"mesh.num_devices")
     logging.info("mesh %s over %d devices (%d processes)", dict(mesh.shape), mesh.size,
                  jax.process_count())
-    writer = metric_writers.create_default_writer(os.path.join(workdir, "tensorboard"),
-                                                  just_logging=not is_main)
-    jsonl = JsonlWriter(os.path.join(workdir, "metrics.jsonl"), is_main)
 
     nets, consts = build_networks(config, init)
     generator = nets.generator
@@ -554,33 +759,54 @@ def _run(config, init: dict, workdir: str) -> dict:
                                          keep=int(t.keep_checkpoints),
                                          async_save=bool(t.async_checkpoints))
     data_it = pipeline.make_iterator(config.data)
-    start = ckpts.latest_step()
-    if start is not None:
-        saved = ckpts.saved_config(start)
+    try:
+        latest = ckpts.latest_step()
+        saved = ckpts.saved_config(latest) if latest is not None else None
         if saved is not None:
-            try:
-                check_resume_config(saved, config, workdir, start)
-            except ValueError:
-                ckpts.close()
-                data_it.close()
-                raise
-        logging.info("resuming from %s step %d", ckpts.directory, start)
+            check_resume_config(saved, config, workdir, latest)
         target = jax.tree.map(lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh),
                               abstract, state_sh)
-        state = ckpts.restore(start, target, data_it)
+        start, state = restore_latest_intact(ckpts, target, data_it, rep)
+    except BaseException:
+        ckpts.close()
+        data_it.close()
+        raise
+    if start is not None:
+        logging.info("resuming from %s step %d", ckpts.directory, start)
     else:
         start = 0
         state = jax.jit(fresh_state, out_shardings=state_sh)()
         state = _apply_init(state, init, nets, stage, state_sh)
-    # "global" statistics: a collective over the (possibly multi-host, FSDP) arrays, so every
-    # process takes part and process 0 logs
-    parameter_overview.log_parameter_overview(state.g_params, include_stats="global",
-                                              msg="generator parameters", jax_logging_process=0)
-    parameter_overview.log_parameter_overview(state.d_params, include_stats="global",
-                                              msg="discriminator parameters", jax_logging_process=0)
     if is_main:
-        writer.write_hparams({k: v for k, v in traverse_util.flatten_dict(
-            config.to_dict(), sep=".").items() if isinstance(v, (int, float, str, bool))})
+        # each step once in the logs: a run stopped (or killed) after its last checkpoint
+        # logged steps that this one does again
+        drop_logs_after(workdir, start)
+    writer = metric_writers.create_default_writer(os.path.join(workdir, "tensorboard"),
+                                                  just_logging=not is_main)
+    jsonl = JsonlWriter(os.path.join(workdir, "metrics.jsonl"), is_main)
+    # "global" statistics: a collective over the (possibly multi-host, FSDP) arrays, so every
+    # process takes part; process 0 writes the tables to the log file only
+    for what, params in (("generator", state.g_params), ("discriminator", state.d_params)):
+        table = parameter_overview.get_parameter_overview(params, include_stats="global")
+        if is_main:
+            logging.info("%s parameters\n%s", what, table, extra=console.FILE_ONLY)
+    progress = console.Progress(int(t.num_steps), console.KEY_LOSSES.get(stage, ()),
+                                enabled=is_main)
+    if is_main:
+        console.attach(progress)
+        header = console.run_header(
+            label=console.config_label() or f"stage {stage} config",
+            stage=stage, kind=str(config.model.get("kind", "?")),
+            devices=console.describe_devices(mesh.devices.flat), mesh_shape=dict(mesh.shape),
+            processes=jax.process_count(),
+            counts=console.parameter_counts(state.g_params, state.d_params, tuple(t.frozen)),
+            workdir=workdir, start=start, total=int(t.num_steps))
+        logging.info("%s", header, extra=console.FILE_ONLY)
+        progress.stream.write(header + "\n")
+        progress.stream.flush()
+        if start == 0:
+            writer.write_hparams({k: v for k, v in traverse_util.flatten_dict(
+                config.to_dict(), sep=".").items() if isinstance(v, (int, float, str, bool))})
 
     train_step = jit_train_step(nets, t, stage, mesh, state_sh)
     apply_fn = jax.jit(lambda p, x: generator.apply({"params": p}, x, method="restore_padded")[0],
@@ -593,7 +819,7 @@ def _run(config, init: dict, workdir: str) -> dict:
     if t.profile and is_main:
         hooks.append(periodic_actions.Profile(num_profile_steps=5, profile_duration_ms=None,
                                               logdir=workdir))
-    window, counts, last = [], None, {}
+    window, counts, last, latest_scalars = [], None, {}, {}
     restart_every = int(t.codebook_restart_every)
     restart_counts = None                 # code histograms since the last restart
     n_restarted = 0                       # codes re-placed since the last log
@@ -610,97 +836,173 @@ def _run(config, init: dict, workdir: str) -> dict:
     # queued, so the device never waits for the host's data loading and logging in between.
     # Steps that log, evaluate or checkpoint fetch their own at once (no NaN state is saved).
     pending = []
+    state_bytes = checkpointing.tree_bytes(abstract)
+    in_flight = None                      # the step of an asynchronous save not yet finished
 
     def fetch_pending():
-        nonlocal counts, restart_counts
+        nonlocal counts, restart_counts, latest_scalars
         for s_done, m_dev, usage_dev, n_skipped in pending:
             m_host = jax.device_get(m_dev)
             _check_finite(s_done, m_host)
             m_host["data/skipped_files"] = n_skipped
             window.append(m_host)
+            latest_scalars = m_host
             usage = np.asarray(jax.device_get(usage_dev))
             counts = usage if counts is None else counts + usage
             if restart_every:
                 restart_counts = usage if restart_counts is None else restart_counts + usage
         pending.clear()
 
+    def checkpoint_disk_full(s: int):
+        before = [p for p in ckpts.all_steps() if p < s]
+        resume = f"step {before[-1]}" if before else "step 0"
+        return _save_or_explain(
+            ckpts.step_dir(s), f"the checkpoint of step {s}", state_bytes,
+            f"free disk space or move {workdir} to a larger disk, then run the same command "
+            f"again: it resumes from {resume}", cleanup=lambda: ckpts.remove_partial(s),
+            held=orbax_errors)
+
+    def finish_saves():
+        nonlocal in_flight
+        if in_flight is not None:
+            s, in_flight = in_flight, None
+            with checkpoint_disk_full(s):
+                ckpts.wait()
+
+    stop = StopRequest()
+    # asynchronous saves fail in Orbax's threads, which log the error with tracebacks: held
+    # until it is known whether the failure is a full disk (then reported once)
+    orbax_errors = checkpointing.HeldOrbaxErrors()
+    stopped = False
+    ok = False
     try:
-        while step < int(t.num_steps):
-            host = next(data_it)
-            skipped = int(np.sum(host.pop("skipped", 0)))
-            batch = pipeline.make_global_batch(host, mesh, sharding_lib.BATCH_AXES)
-            if compiled_step is None:
-                # Compile first, then start together: the step's collectives must not wait for
-                # a process that is still compiling (see sharding_lib.barrier).
-                compiled_step = train_step.lower(state, batch, consts).compile()
-                sharding_lib.barrier("first_train_step")
-            with jax.profiler.StepTraceAnnotation("train", step_num=step):
-                state, m, outputs = compiled_step(state, batch, consts)
-            step += 1
-            fetch_pending()                      # the previous step's, while this one runs
-            pending.append((step, m, outputs["usage"], skipped))
-            last_step = step == int(t.num_steps)
-            log_now = step % int(t.log_every) == 0 or last_step
-            eval_now = bool(t.eval_every) and (step % int(t.eval_every) == 0 or last_step)
-            save_now = step % int(t.checkpoint_every) == 0 or last_step
-            restart_now = bool(restart_every) and step % restart_every == 0
-            if log_now or eval_now or save_now or restart_now:
-                fetch_pending()
-            if restart_now:
-                # after step s, before s + 1 (and before a checkpoint at s): a resumed run
-                # starts from the same codes with an empty histogram, as this one continues
-                state, restarted = restart_fn(
-                    state, usage=restart_counts, feat=outputs["feat"],
-                    key=jax.random.fold_in(jax.random.key(int(config.seed) + 1), step))
-                restart_counts = None
-                n_restarted += int(np.sum(jax.device_get(restarted)))
-            for h in hooks:
-                h(step)
-            if log_now:
-                last = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
-                last["data/skipped_files"] = float(sum(w["data/skipped_files"] for w in window))
-                last.update(_usage_stats(counts, sizes))
-                if restart_every:
-                    last["codebook/restarted"] = float(n_restarted)
-                    n_restarted = 0
-                last["lr/g"] = float(steps_lib.learning_rate(t.lr_g, t)(step))
-                last["lr/d"] = float(steps_lib.learning_rate(t.lr_d, t)(step))
-                if "weight_maps" in outputs:
-                    wm = sharding_lib.to_host(outputs["weight_maps"])
-                    for k in range(wm.shape[-1]):
-                        last[f"weights/{k}/mean"] = float(wm[..., k].mean())
-                        last[f"weights/{k}/std"] = float(wm[..., k].std())
-                writer.write_scalars(step, last)
-                jsonl.write(step, last)
-                window, counts = [], None
-            if t.image_every and step % int(t.image_every) == 0:
-                # a collective on multi-host meshes: every process fetches, process 0 writes
-                pics = sharding_lib.to_host({k: outputs[k] for k in ("out", "weight_maps")
-                                             if k in outputs})
-                images = {"lq_out_gt": panels(host, pics["out"])}
-                if "weight_maps" in pics:
-                    images["weight_maps"] = weight_map_pictures(pics["weight_maps"])
-                if is_main:
-                    writer.write_images(step, images)
-            if eval_now:
-                scores = evaluate(apply_fn, state.g_params, pairs, lpips_alex, config)
-                writer.write_scalars(step, scores)
-                jsonl.write(step, scores)
-                last.update(scores)
-                if best is None or scores["val/lpips_alex"] < best:
-                    best = scores["val/lpips_alex"]
-                    checkpointing.save_inference(
-                        os.path.join(workdir, "best", "generator"), config.model,
-                        {"params": state.g_params}, extra={"step": step, **scores})
-                    logging.info("step %d: new best validation LPIPS %.4f", step, best)
-            if save_now:
-                ckpts.save(step, state, data_it, config, force=True)
+        with stop, orbax_errors:
+            while step < int(t.num_steps):
+                host = next(data_it)
+                skipped = int(np.sum(host.pop("skipped", 0)))
+                batch = pipeline.make_global_batch(host, mesh, sharding_lib.BATCH_AXES)
+                if compiled_step is None:
+                    # Compile first, then start together: the step's collectives must not wait
+                    # for a process that is still compiling (see sharding_lib.barrier).
+                    compiled_step = train_step.lower(state, batch, consts).compile()
+                    sharding_lib.barrier("first_train_step")
+                with jax.profiler.StepTraceAnnotation("train", step_num=step):
+                    state, m, outputs = compiled_step(state, batch, consts)
+                step += 1
+                fetch_pending()                      # the previous step's, while this one runs
+                pending.append((step, m, outputs["usage"], skipped))
+                last_step = step == int(t.num_steps)
+                stopped = not last_step and stop.agreed(step)
+                log_now = step % int(t.log_every) == 0 or last_step
+                eval_now = bool(t.eval_every) and (step % int(t.eval_every) == 0 or last_step)
+                save_now = step % int(t.checkpoint_every) == 0 or last_step or stopped
+                restart_now = bool(restart_every) and step % restart_every == 0
+                if log_now or eval_now or save_now or restart_now:
+                    fetch_pending()
+                if restart_now:
+                    # after step s, before s + 1 (and before a checkpoint at s): a resumed run
+                    # starts from the same codes with an empty histogram, as this one continues
+                    state, restarted = restart_fn(
+                        state, usage=restart_counts, feat=outputs["feat"],
+                        key=jax.random.fold_in(jax.random.key(int(config.seed) + 1), step))
+                    restart_counts = None
+                    n_restarted += int(np.sum(jax.device_get(restarted)))
+                for h in hooks:
+                    h(step)
+                if log_now:
+                    last = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
+                    last["data/skipped_files"] = float(sum(w["data/skipped_files"] for w in window))
+                    last.update(_usage_stats(counts, sizes))
+                    if restart_every:
+                        last["codebook/restarted"] = float(n_restarted)
+                        n_restarted = 0
+                    last["lr/g"] = float(steps_lib.learning_rate(t.lr_g, t)(step))
+                    last["lr/d"] = float(steps_lib.learning_rate(t.lr_d, t)(step))
+                    if "weight_maps" in outputs:
+                        wm = sharding_lib.to_host(outputs["weight_maps"])
+                        for k in range(wm.shape[-1]):
+                            last[f"weights/{k}/mean"] = float(wm[..., k].mean())
+                            last[f"weights/{k}/std"] = float(wm[..., k].std())
+                    writer.write_scalars(step, last)
+                    jsonl.write(step, last)
+                    window, counts = [], None
+                if t.image_every and step % int(t.image_every) == 0:
+                    # a collective on multi-host meshes: every process fetches, process 0 writes
+                    pics = sharding_lib.to_host({k: outputs[k] for k in ("out", "weight_maps")
+                                                 if k in outputs})
+                    images = {"lq_out_gt": panels(host, pics["out"])}
+                    if "weight_maps" in pics:
+                        images["weight_maps"] = weight_map_pictures(host, pics["weight_maps"])
+                    if is_main:
+                        writer.write_images(step, images)
+                if eval_now:
+                    scores = evaluate(apply_fn, state.g_params, pairs, lpips_alex, config)
+                    writer.write_scalars(step, scores)
+                    jsonl.write(step, scores)
+                    last.update(scores)
+                    if best is None or scores["val/lpips_alex"] < best:
+                        best = scores["val/lpips_alex"]
+                        best_dir = os.path.join(workdir, "best", "generator")
+                        with _save_or_explain(best_dir, "the best generator so far",
+                                              checkpointing.tree_bytes(state.g_params),
+                                              "free disk space, then run the same command again",
+                                              cleanup=lambda: checkpointing.remove_temporary(best_dir),
+                                              held=orbax_errors):
+                            checkpointing.save_inference(
+                                best_dir, config.model, {"params": state.g_params},
+                                extra={"step": step, **scores})
+                        logging.info("step %d: new best validation LPIPS %.4f", step, best)
+                progress.update(step, latest_scalars or last)
+                if save_now:
+                    writer.flush()          # the logs up to a checkpoint survive a kill
+                    finish_saves()
+                    with checkpoint_disk_full(step):
+                        ckpts.save(step, state, data_it, config, force=True)
+                    in_flight = step
+                    if stopped:
+                        break
+            progress.finish()
+            finish_saves()
+            with _save_or_explain(
+                    os.path.join(workdir, "export"), "the exported weights",
+                    checkpointing.tree_bytes((state.g_params, state.d_params, state.d_spectral)),
+                    f"free disk space, then run the same command again: it resumes from the "
+                    f"checkpoint of step {step} and exports",
+                    cleanup=lambda: checkpointing.remove_temporary(os.path.join(workdir, "export")),
+                    held=orbax_errors):
+                export(workdir, config, state)
+        ok = True
     finally:
-        ckpts.close()
+        progress.finish()
+        console.attach(None)
+        if ok:
+            ckpts.close()
+        else:
+            _close_quietly(ckpts)
         writer.flush()
-    export(workdir, config, state)
-    data_it.close()
+        data_it.close()
+    if stopped:
+        logging.warning("%s: stopped at step %d of %d; saved the checkpoint %s and the export; "
+                        "resume with the same command (it continues from step %d)", stop.name,
+                        step, int(t.num_steps), ckpts.step_dir(step), step)
+        last = {**last, "train/stopped_at_step": float(step)}
     return last
+
+
+def _close_quietly(ckpts) -> None:
+    """Close the checkpoint manager while another error propagates: a failed background save
+    would only raise (and log) that error again."""
+    import logging as std_logging
+
+    absl_logger = std_logging.getLogger("absl")
+    level = absl_logger.level
+    absl_logger.setLevel(std_logging.CRITICAL)
+    try:
+        ckpts.close()
+    except Exception as e:  # noqa: BLE001 - the error being raised says what went wrong
+        logging.info("closing the checkpoints after an error: %s", _first_line(e))
+    finally:
+        absl_logger.setLevel(level)
 
 
 def jit_train_step(nets, train_cfg, stage: int, mesh, state_sh):

@@ -31,8 +31,18 @@ def _fit(h: int, w: int, panel: int) -> tuple[int, int]:
     return max(1, round(h * s)), max(1, round(w * s))
 
 
+def shared_scale(maps: np.ndarray) -> tuple[float, float]:
+    """The colour scale of weight maps: their 1st to 99th percentile over all K maps (and all
+    images given), widened to a non-empty interval."""
+    lo, hi = (float(v) for v in np.percentile(np.asarray(maps, np.float32), [1.0, 99.0]))
+    if hi <= lo:
+        lo, hi = float(np.min(maps)), float(np.max(maps)) + 1e-6
+    return lo, hi
+
+
 def weight_map_figure(image: np.ndarray, maps: np.ndarray, *, panel: int = 256,
-                      title: str | None = None, columns: int = 4) -> np.ndarray:
+                      title: str | None = None, columns: int = 4,
+                      scale: tuple[float, float] | None = None) -> np.ndarray:
     """A grid: the input, the K weight maps, the dominant codebook, and a colour bar.
 
     Args:
@@ -41,6 +51,8 @@ def weight_map_figure(image: np.ndarray, maps: np.ndarray, *, panel: int = 256,
       panel: longest side of a panel in pixels.
       title: a line drawn above the grid (e.g. the checkpoint, or that weights are untrained).
       columns: panels per row.
+      scale: ``(lo, hi)`` of the colour scale; default :func:`shared_scale` of ``maps`` (pass
+        one scale to make several figures comparable).
 
     Returns:
       ``(Hf, Wf, 3)`` uint8 RGB picture.
@@ -53,9 +65,7 @@ def weight_map_figure(image: np.ndarray, maps: np.ndarray, *, panel: int = 256,
         img = np.repeat(img[:, :, None], 3, axis=2)
     ph, pw = _fit(img.shape[0], img.shape[1], panel)
     k = maps.shape[-1]
-    lo, hi = (float(v) for v in np.percentile(maps, [1.0, 99.0]))
-    if hi <= lo:
-        lo, hi = float(maps.min()), float(maps.max()) + 1e-6
+    lo, hi = shared_scale(maps) if scale is None else (float(scale[0]), float(scale[1]))
 
     def up(a: np.ndarray) -> np.ndarray:
         return cv2.resize(a, (pw, ph), interpolation=cv2.INTER_NEAREST)
@@ -146,3 +156,40 @@ def stack_rows(*figures: np.ndarray) -> np.ndarray:
     w = max(f.shape[1] for f in figures)
     return np.concatenate([np.pad(f, ((0, 0), (0, w - f.shape[1]), (0, 0)), constant_values=255)
                            for f in figures], axis=0)
+
+
+def training_panels(gt: np.ndarray, out: np.ndarray, lq: np.ndarray | None = None, *,
+                    n: int = 4) -> np.ndarray:
+    """TensorBoard pictures of a training batch: per example a labelled ``LQ | output | GT``
+    row at GT size (LQ nearest-upsampled; ``input`` instead of LQ for reconstruction).
+
+    Args:
+      gt, out: ``(B, H, W, 3)`` float in [0, 1]; lq: ``(B, h, w, 3)`` or None.
+    Returns:
+      ``(n, Hf, Wf, 3)`` uint8.
+    """
+    gt, out = np.asarray(gt[:n], np.float32), np.asarray(out[:n], np.float32)
+    first = "LQ" if lq is not None else "input"
+    lq = gt if lq is None else np.asarray(lq[:n], np.float32)
+    size = gt.shape[1]
+    return np.stack([labelled_row([(first, lq[i]), ("output", out[i]), ("GT", gt[i])], panel=size)
+                     for i in range(gt.shape[0])])
+
+
+def training_weight_maps(images: np.ndarray, maps: np.ndarray, *, n: int = 2) -> np.ndarray:
+    """TensorBoard pictures of the weight maps, the same figure as ``restore
+    --save-weight-maps``: the network input, each ``w_k`` labelled and upsampled to the
+    image's size, the dominant codebook and a colour bar, on **one** colour scale shared by all
+    ``n`` examples.
+
+    Args:
+      images: ``(B, H, W, 3)`` network inputs; maps: ``(B, h, w, K)``.
+    Returns:
+      ``(n, Hf, Wf, 3)`` uint8.
+    """
+    images, maps = np.asarray(images[:n], np.float32), np.asarray(maps[:n], np.float32)
+    scale = shared_scale(maps)
+    side = max(images.shape[1], images.shape[2], 96)
+    k = maps.shape[-1]
+    return np.stack([weight_map_figure(images[i], maps[i], panel=side, columns=k + 2, scale=scale)
+                     for i in range(images.shape[0])])
