@@ -169,11 +169,14 @@ class AdaCodeNet(nn.Module):
 
     # ---- forward -------------------------------------------------------------------------
     @nn.compact
-    def __call__(self, x, *, gt_indices=None, force_indices=None):
+    def __call__(self, x, *, gt_indices=None, force_indices=None, codebook_mask=None):
         """x: (B, H, W, 3) float in [0, 1] → (out (B, sH, sW, 3) float32, aux dict).
 
         ``gt_indices`` / ``force_indices``: (K, B, h, w) integer code indices; the first
         switches the codebook loss to the stage III form, the second overrides the argmin.
+        ``codebook_mask``: optional (K,) factors on the mixing weights, ``Σ_k m_k w_k ·
+        after_quant_k(z_q,k)`` (0 drops codebook k; the codebook explorer); None (default) is
+        exactly Eq. 6. ``aux["weight_maps"]`` stays the predicted, unmasked ``w``.
         aux: ``indices`` (K, B, h, w) the codes used, ``nearest_indices`` (only when forced:
         the argmin codes), ``weight_maps`` (B, h, w, K; not for stage I),
         ``feat_before_quant`` and ``feat_before_decoder`` (B, h, w, 256), ``codebook_loss``,
@@ -210,7 +213,10 @@ class AdaCodeNet(nn.Module):
                 mixed = mixed + a
             else:
                 a = torch_conv(cb_ch, 3, **kw, name=f"after_quant_group.{k}")(z_q.astype(self.dtype))
-                mixed = mixed + weights[..., k:k + 1].astype(self.dtype) * a
+                w_k = weights[..., k:k + 1]
+                if codebook_mask is not None:
+                    w_k = w_k * jnp.asarray(codebook_mask, jnp.float32)[k]
+                mixed = mixed + w_k.astype(self.dtype) * a
             indices.append(idx)
             nearest.append(near)
             loss = loss + l_k
@@ -236,7 +242,7 @@ class AdaCodeNet(nn.Module):
             aux["semantic_feat"] = semantic.astype(jnp.float32)
         return out, aux
 
-    def restore_padded(self, x, *, gt_indices=None, force_indices=None):
+    def restore_padded(self, x, *, gt_indices=None, force_indices=None, codebook_mask=None):
         """The official ``test()``: mirror-pad bottom/right to ``(n // m + 1)·m`` (always at
         least one pixel), run the forward, crop to ``scale ×`` the input size.
 
@@ -246,7 +252,8 @@ class AdaCodeNet(nn.Module):
         _, h, w, _ = x.shape
         ph, pw = (h // m + 1) * m - h, (w // m + 1) * m - w
         xp = jnp.pad(x, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="symmetric")
-        out, aux = self(xp, gt_indices=gt_indices, force_indices=force_indices)
+        out, aux = self(xp, gt_indices=gt_indices, force_indices=force_indices,
+                        codebook_mask=codebook_mask)
         return out[:, : h * self.scale, : w * self.scale], aux
 
 
