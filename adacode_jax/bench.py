@@ -1,58 +1,74 @@
-"""Speed benchmarks beside the reference's CPU figures (spec §12); one JSON line per figure.
+"""Speed benchmarks, ours beside the official PyTorch code timed in the same run; one JSON line
+per figure and a table at the end.
 
-    python -m adacode_jax.bench [--threads 2] [--only sr_x4_64 ...] [--runs 5] [--quick]
+    python -m adacode_jax.bench --threads 2 --reference-repo ~/adacode-official
 
-Figures (official-size networks with the reference's seed-0 synthetic weights, batch 1 unless
-said; the reference's protocol: median of 5 runs after 1 warm-up, the training step median of
-3):
+Figures (official-size networks, batch 1 unless said; the reference's protocol: median of 5
+runs after 1 warm-up, the training iteration median of 3):
 
-==================  ================================================  ===========
-name                what                                              reference
-==================  ================================================  ===========
-``sr_x4_64``        SR x4 forward, 64² LR -> 256²                     2.79 s
-``sr_x4_128``       SR x4 forward, 128² LR -> 512²                    12.45 s
-``stage2_256``      stage II reconstruction forward, 256²             1.90 s
-``train_sr_x4_b2``  stage III x4 training iteration, batch 2:         30.7 s
+==================  ================================================  ==========================
+name                what                                              official (refbench figure)
+==================  ================================================  ==========================
+``sr_x4_64``        SR x4 forward, 64² LR -> 256²                     ``fwd_sr_x4_64``
+``sr_x4_128``       SR x4 forward, 128² LR -> 512²                    ``fwd_sr_x4_128``
+``stage2_256``      stage II reconstruction forward, 256²             ``fwd_stage2_256``
+``train_sr_x4_b2``  stage III x4 training iteration, batch 2:         ``train_s3_x4_b2``
                     teacher + G forward/backward + Adam, two D calls
                     + D backward + Adam, LPIPS-vgg in the loss
-``data_sr_x4``      training pairs per second: read, resize, crop,    14-20 /s per
-                    flip, BSRGAN x4 (one core)                        core (BSRGAN)
-==================  ================================================  ===========
+``data_sr_x4``      training pairs per second: read, resize, crop,    (none)
+                    flip, BSRGAN x4 (one core)
+==================  ================================================  ==========================
 
-Each line has ``ours_s`` (median), ``min_s``, ``reference_s``, ``ratio`` (ours / reference; the
-goal is <= 0.8), the compile time, XLA's FLOP count of the program and the rate it gives, the
-process's peak memory so far, and for inference the error against the reference output (same
-input, same weights) and the fraction of equal code indices. On an accelerator, ``--accel``
-figures add bf16 images/s and the model FLOP utilisation of the stage III step at
-``--accel_batch`` per chip.
+With a checkout of the official repository (``--reference-repo`` or ``ADACODE_REFERENCE_REPO``)
+each figure of ours is followed at once by the same figure of the official code, run by the
+shared harness ``tools/refbench/bench_ref.py`` in a child process on the same cores with the
+same thread count (``torch.set_num_threads`` = XLA's intra-op threads = ``--threads``) and the
+same inputs (the harness's ``torch.rand`` tensors, seeds 1234 and 99, are generated once and
+fed to ours). Only then does a line carry ``reference_s`` and ``ratio`` (ours / official).
+Without a reference repository a line has our figures only: no stored figure is divided by.
+
+Each line has ``ours_s`` (median), ``min_s``, the 1-minute load average before and after it,
+the compile time, XLA's FLOP count of the program and the rate it gives, the process's peak
+memory so far, and for inference the error against the stored reference output (seed-0
+weights of ``shared/reference/weights.py`` and their fixture input; checked once, untimed) and
+the fraction of equal code indices. The first line describes the machine: CPU model, vector
+extensions, cores, load average, and a measured 2048² float32 matmul rate in XLA (and in torch
+when the reference runs). On an accelerator, ``--accel`` figures add bf16 images/s and the
+model FLOP utilisation of the stage III step at ``--accel_batch`` per chip; ``--cpu-bf16`` adds
+the bf16 figures on CPU.
 
 ``--tiny`` runs the same code on the ``:tiny`` networks with random weights and small inputs:
-a smoke test of the benchmark itself, whose figures mean nothing.
-
-Threads: XLA's CPU thread pool takes one thread per core it may run on; ``--threads N`` pins
-this process to N cores before JAX starts (the reference used ``torch.set_num_threads(2)``).
+a smoke test of the benchmark itself, whose figures mean nothing (no ratio is printed).
+The command-line front end is :mod:`adacode_jax.cli.bench`.
 """
 from __future__ import annotations
 
-import argparse
 import functools
 import importlib.util
 import json
 import os
 import platform
 import resource
+import subprocess
 import sys
+import tempfile
 import time
 from typing import Any, Callable
 
-REFERENCE_S = {"sr_x4_64": 2.79, "sr_x4_128": 12.45, "stage2_256": 1.90, "train_sr_x4_b2": 30.7}
-REFERENCE_PAIRS_PER_S = (14.0, 20.0)  # BSRGAN degradation alone, per core (spec §9)
-GOAL_RATIO = 0.8
+from adacode_jax import errors
+
 # Dense bf16 peak FLOP/s per chip, for the utilisation figure (vendor data sheets).
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12,
                    "TPU v4": 275e12, "TPU v5 lite": 197e12, "TPU v5e": 197e12, "TPU v5p": 459e12,
                    "TPU v6 lite": 918e12, "TPU v6e": 918e12}
 BENCHES = ("sr_x4_64", "sr_x4_128", "stage2_256", "train_sr_x4_b2", "data_sr_x4")
+# Our figure -> the refbench harness's figure of the official code.
+REFERENCE_FIGURES = {"sr_x4_64": "fwd_sr_x4_64", "sr_x4_128": "fwd_sr_x4_128",
+                     "stage2_256": "fwd_stage2_256", "train_sr_x4_b2": "train_s3_x4_b2"}
+# CPU flags worth printing beside a CPU figure (what XLA and oneDNN can vectorise with).
+VECTOR_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl",
+                "avx512_vnni", "avx512_bf16", "avx512_fp16", "avx_vnni", "amx_tile", "amx_bf16",
+                "amx_int8")
 
 
 def reference_dir() -> str:
@@ -131,16 +147,6 @@ def _compile(jitted, *args):
     return compiled, time.perf_counter() - t0
 
 
-def _with_reference(name: str, line: dict) -> dict:
-    ref = REFERENCE_S.get(name)
-    if ref is not None:
-        line["reference_s"] = ref
-        line["ratio"] = round(line["ours_s"] / ref, 3)
-        line["goal_ratio"] = GOAL_RATIO
-        line["meets_goal"] = line["ratio"] <= GOAL_RATIO
-    return line
-
-
 # ---- inference ---------------------------------------------------------------------------------
 
 def _network(kind: str, dtype: str, tiny: bool, size: int):
@@ -171,8 +177,10 @@ def _images(shape_nchw: tuple, seed: int, tiny: bool):
 
 
 def inference(kind: str, size: int, *, runs: int, dtype: str = "float32", batch: int = 1,
-              tiny: bool = False) -> dict:
-    """Forward of the official ``kind`` network on a ``size``² input; checks the reference."""
+              tiny: bool = False, x_nchw=None) -> dict:
+    """Forward of the official ``kind`` network on a ``size``² input, timed on ``x_nchw`` (the
+    harness's input when the reference runs beside; else the fixture input); the output is
+    checked once, untimed, against the stored reference output for the fixture input."""
     import jax
     import numpy as np
 
@@ -181,10 +189,13 @@ def inference(kind: str, size: int, *, runs: int, dtype: str = "float32", batch:
     cfg, variables = _network(kind, dtype, tiny, size)
     model = models.build(cfg)
     ref = None if tiny else _reference_outputs(kind)
-    if ref is not None and ref["input"].shape[-1] == size and batch == 1:
+    if ref is not None and not (ref["input"].shape[-1] == size and batch == 1):
+        ref = None
+    if x_nchw is not None:
+        x = _nhwc(np.asarray(x_nchw, np.float32))
+    elif ref is not None:
         x = _nhwc(ref["input"])
     else:
-        ref = None
         x = _nhwc(_images((batch, 3, size, size), 1234, tiny))
     variables = jax.device_put(variables)
     x = jax.device_put(np.ascontiguousarray(x))
@@ -199,7 +210,8 @@ def inference(kind: str, size: int, *, runs: int, dtype: str = "float32", batch:
         line["gflop_per_s"] = round(flops / 1e9 / timing["ours_s"], 1)
         line["images_per_s"] = round(batch / timing["ours_s"], 3)
     if ref is not None:
-        out, aux = jax.device_get(compiled(variables, x))
+        x_ref = jax.device_put(np.ascontiguousarray(_nhwc(ref["input"])))
+        out, aux = jax.device_get(compiled(variables, x_ref))
         want = _nhwc(ref["out"])
         err = np.abs(np.asarray(out, np.float64) - want)
         line["max_abs_err"] = float(err.max())
@@ -211,10 +223,11 @@ def inference(kind: str, size: int, *, runs: int, dtype: str = "float32", batch:
 
 # ---- the stage III training iteration ------------------------------------------------------------
 
-def train_step_inputs(batch: int, dtype: str = "float32", tiny: bool = False):
+def train_step_inputs(batch: int, dtype: str = "float32", tiny: bool = False, images=None):
     """(nets, train config, state, batch, consts) of the stage III x4 iteration at ``batch``:
     teacher = stage2, student = sr_x4, D = disc (the reference's seed-0 weights), LPIPS-vgg
-    with real weights."""
+    with real weights. ``images``: ``{"gt", "lq"}`` NCHW arrays to use instead of the
+    fixture's (the harness's, when the reference runs beside)."""
     import numpy as np
 
     from adacode_jax import config_lib, models, perceptual, steps
@@ -230,7 +243,9 @@ def train_step_inputs(batch: int, dtype: str = "float32", tiny: bool = False):
                           models.build(t_cfg), g_tx, d_tx, tuple(cfg.frozen))
     state = steps.init_state(nets, g_vars["params"], d_vars)
     ref = None if tiny else _reference_outputs("losses_sr_x4")
-    if ref is not None and batch == 2:
+    if images is not None:
+        gt, lq = _nhwc(np.asarray(images["gt"], np.float32)), _nhwc(np.asarray(images["lq"], np.float32))
+    elif ref is not None and batch == 2:
         gt, lq = _nhwc(ref["gt"]), _nhwc(ref["lq"])
     else:
         gt = _nhwc(_images((batch, 3, gt_size, gt_size), 1234, tiny))
@@ -241,13 +256,13 @@ def train_step_inputs(batch: int, dtype: str = "float32", tiny: bool = False):
 
 
 def train_iteration(*, runs: int, batch: int = 2, dtype: str = "float32", mesh=None,
-                    tiny: bool = False) -> dict:
+                    tiny: bool = False, images=None) -> dict:
     """Time of one stage III x4 G + D iteration (the state is donated and fed back)."""
     import jax
 
     from adacode_jax import sharding as sharding_lib, steps, train
 
-    nets, cfg, state, data, consts = train_step_inputs(batch, dtype, tiny)
+    nets, cfg, state, data, consts = train_step_inputs(batch, dtype, tiny, images)
     if mesh is None:
         step = jax.jit(steps.make_train_step(nets, cfg, stage=3), donate_argnums=(0,))
         state, data, consts = jax.device_put((state, data, consts))
@@ -312,50 +327,254 @@ def data_pipeline(seconds: float, tiny: bool = False) -> dict:
         pairs = data_bench.bench_examples(folder, cfg, seconds)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return {"pairs_per_s_per_core": round(pairs, 2), "images": source,
-            "reference_pairs_per_s_per_core": list(REFERENCE_PAIRS_PER_S),
-            "meets_reference": pairs >= REFERENCE_PAIRS_PER_S[1]}
+    return {"pairs_per_s_per_core": round(pairs, 2), "images": source}
 
 
-# ---- driver ------------------------------------------------------------------------------
+# ---- the machine ---------------------------------------------------------------------------------
+
+def load_average() -> list[float]:
+    """The 1-, 5- and 15-minute load averages (``/proc/loadavg``; empty where there is none)."""
+    try:
+        with open("/proc/loadavg") as f:
+            return [float(v) for v in f.read().split()[:3]]
+    except OSError:
+        return []
+
+
+def cpu_info() -> dict:
+    """CPU model and the vector extensions of :data:`VECTOR_FLAGS` it has (``/proc/cpuinfo``)."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for row in f:
+                key, _, value = row.partition(":")
+                if key.strip() == "model name" and model in ("", "x86_64", platform.machine()):
+                    model = value.strip()
+                elif key.strip() == "flags" and not flags:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    return {"cpu_model": model, "vector_extensions": [f for f in VECTOR_FLAGS if f in flags]}
+
+
+def xla_matmul_gflops(n: int = 2048, runs: int = 5) -> float:
+    """Measured rate of an ``n``² float32 matmul in XLA on the default device, GFLOP/s (median)."""
+    import jax
+    import jax.numpy as jnp
+
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+    mm = jax.jit(jnp.matmul).lower(a, b).compile()
+    t = time_calls(lambda: mm(a, b).block_until_ready(), runs)["ours_s"]
+    return round(2 * n**3 / t / 1e9, 1)
+
 
 def machine() -> dict:
     import jax
 
     dev = jax.devices()[0]
     return {"platform": dev.platform, "device_kind": dev.device_kind,
-            "devices": jax.device_count(), "cpu": platform.processor() or platform.machine(),
+            "devices": jax.device_count(), **cpu_info(),
             "cores_visible": os.cpu_count(), "cores_used": len(os.sched_getaffinity(0)),
+            # XLA:CPU's intra-op pool takes one thread per core this process may run on
+            "xla_threads": len(os.sched_getaffinity(0)), "load_average": load_average(), "python": platform.python_version(),
             "jax": jax.__version__, "xla_flags": os.environ.get("XLA_FLAGS", "")}
 
+
+# ---- the official code beside ours ---------------------------------------------------------------
+
+def refbench_dir() -> str:
+    """The shared harness that runs the official code (``ADACODE_REFBENCH_DIR`` overrides)."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return os.environ.get("ADACODE_REFBENCH_DIR",
+                          os.path.join(os.path.dirname(repo), "shared", "tools", "refbench"))
+
+
+# Run by the reference's interpreter: the harness's inputs (same generators and seeds as
+# bench_ref.py) and torch's 2048² float32 matmul rate at the same thread count.
+_PROBE = r"""
+import json, statistics, sys, time
+import numpy as np, torch
+threads, out = int(sys.argv[1]), sys.argv[2]
+torch.set_num_threads(threads)
+arrays = {f"fwd_{hw}": torch.rand(1, 3, hw, hw, generator=torch.Generator().manual_seed(1234)).numpy()
+          for hw in (64, 128, 256)}
+g = torch.Generator().manual_seed(99)
+arrays["train_gt"] = torch.rand(2, 3, 256, 256, generator=g).numpy()
+arrays["train_lq"] = torch.rand(2, 3, 64, 64, generator=g).numpy()
+np.savez(out, **arrays)
+n = 2048
+a, b = torch.randn(n, n), torch.randn(n, n)
+a @ b
+ts = []
+for _ in range(5):
+    t0 = time.perf_counter(); a @ b; ts.append(time.perf_counter() - t0)
+print(json.dumps({"torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+                  "torch_matmul_2048_gflop_per_s": round(2 * n**3 / statistics.median(ts) / 1e9, 1)}))
+"""
+
+
+class Reference:
+    """The official code, timed by the refbench harness in child processes.
+
+    Args:
+      repo: checkout of the official repository (kechunl/AdaCode at the spec's commit).
+      python: interpreter with torch, torchvision and timm (the harness's ``setup.sh``);
+        default ``ADACODE_REFERENCE_PYTHON`` or this interpreter.
+      threads: ``torch.set_num_threads``; the child inherits this process's core affinity.
+    """
+
+    def __init__(self, repo: str, *, threads: int, python: str | None = None,
+                 harness: str | None = None):
+        self.repo = os.path.abspath(os.path.expanduser(repo))
+        self.python = python or os.environ.get("ADACODE_REFERENCE_PYTHON") or sys.executable
+        self.harness = harness or refbench_dir()
+        self.threads = threads
+        if not os.path.isdir(os.path.join(self.repo, "basicsr")):
+            raise errors.UserError(f"{self.repo}: not a checkout of the official AdaCode "
+                                   "repository (no basicsr/)", "see bench/README.md")
+        if not os.path.exists(os.path.join(self.harness, "bench_ref.py")):
+            raise errors.UserError(f"{self.harness}: refbench harness not found",
+                                   "set ADACODE_REFBENCH_DIR")
+        self._tmp = tempfile.mkdtemp(prefix="adacode_refbench_")
+        self.inputs: dict = {}
+
+    def _call(self, args: list[str]) -> list[dict]:
+        env = {**os.environ, "ADACODE_REF": self.repo}
+        proc = subprocess.run([self.python, *args], env=env, capture_output=True, text=True,
+                              cwd=self.harness)
+        if proc.returncode:
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+            raise errors.UserError(f"official code ({' '.join(args[:2])}) failed: "
+                                   + " | ".join(tail), "check --reference-repo and "
+                                   "--reference-python (bench/README.md)")
+        return [json.loads(row) for row in proc.stdout.splitlines() if row.startswith("{")]
+
+    def probe(self) -> dict:
+        """torch's matmul rate, and the harness's inputs into :attr:`inputs` (NCHW arrays)."""
+        import numpy as np
+
+        path = os.path.join(self._tmp, "inputs.npz")
+        info = self._call(["-c", _PROBE, str(self.threads), path])[-1]
+        with np.load(path) as z:
+            self.inputs = {k: z[k] for k in z.files}
+        return info
+
+    def figure(self, name: str, *, runs: int, train_runs: int) -> dict:
+        """The harness's figure ``name``: median/min seconds (and the G and D steps' for the
+        training iteration)."""
+        rows = self._call(["bench_ref.py", "--only", name, "--threads", str(self.threads),
+                           "--warmup", "1", "--runs", str(runs), "--train-runs", str(train_runs)])
+        parts = {row.get("part", "forward"): row for row in rows}
+        main = parts.get("iteration") or parts["forward"]
+        out = {"figure": name, "median_s": main["median_s"], "min_s": main["min_s"],
+               "times_s": main["all_s"], "threads": main["threads"], "torch": main["torch"]}
+        for part in ("g_step", "d_step"):
+            if part in parts:
+                out[f"{part}_median_s"] = parts[part]["median_s"]
+        return out
+
+
+def side_by_side(line: dict, ref: dict, *, comparable: bool) -> dict:
+    """Adds the official figure timed in this run to our ``line``; the ratio only when both
+    sides ran the same sizes (not for ``--tiny``)."""
+    line = {**line, "reference": ref}
+    if comparable:
+        line["reference_s"] = ref["median_s"]
+        line["ratio"] = round(line["ours_s"] / ref["median_s"], 3)
+    return line
+
+
+# ---- driver ------------------------------------------------------------------------------
 
 def emit(line: dict) -> None:
     print(json.dumps(line), flush=True)
 
 
+_TITLES = {"sr_x4_64": "SR ×4 forward, 64² LR → 256²", "sr_x4_128": "SR ×4 forward, 128² LR → 512²",
+           "stage2_256": "stage II reconstruction, 256²",
+           "train_sr_x4_b2": "stage III ×4 training iteration, batch 2 (G + D)",
+           "data_sr_x4": "data pipeline, sr ×4 pairs, 1 core"}
+
+
+def table(lines: list[dict], info: dict) -> str:
+    """The figures of one run as a Markdown table, headed by the machine they ran on."""
+    head = (f"machine: {info.get('cpu_model')}; {info.get('cores_used')} of "
+            f"{info.get('cores_visible')} cores; {' '.join(info.get('vector_extensions', []))}; "
+            f"matmul 2048² fp32: XLA {info.get('xla_matmul_2048_gflop_per_s')} GFLOP/s"
+            + (f", torch {info['torch_matmul_2048_gflop_per_s']} GFLOP/s"
+               if "torch_matmul_2048_gflop_per_s" in info else "")
+            + f"; load average at start {info.get('load_average')}")
+    rows = ["| figure | ours, median s (min) | official, median s (min) | ours / official "
+            "| load (1 min) start → end | check |", "|---|---|---|---|---|---|"]
+    for ln in lines:
+        name = ln["bench"]
+        if "pairs_per_s_per_core" in ln:
+            ours, theirs = f"{ln['pairs_per_s_per_core']} pairs/s", "—"
+        else:
+            ours = f"{ln['ours_s']:.2f} ({ln['min_s']:.2f})"
+            ref = ln.get("reference")
+            theirs = f"{ref['median_s']:.2f} ({ref['min_s']:.2f})" if ref else "—"
+        ratio = f"{ln['ratio']:.2f}" if "ratio" in ln else "—"
+        check = (f"max rel. err {ln['max_rel_err']:.1e}, indices {ln['index_agreement']:.0%}"
+                 if "max_rel_err" in ln else "")
+        rows.append(f"| {_TITLES.get(name, name)} ({ln.get('dtype', 'float32')}) | {ours} | {theirs} "
+                    f"| {ratio} | {ln.get('load_start')} → {ln.get('load_end')} | {check} |")
+    return head + "\n\n" + "\n".join(rows)
+
+
 def run(names, *, runs: int, train_runs: int, data_seconds: float, accel: bool,
-        accel_batch: int, tiny: bool = False) -> list[dict]:
-    """Run the benchmarks ``names``, printing and returning one dict per figure."""
+        accel_batch: int, tiny: bool = False, reference: Reference | None = None,
+        cpu_bf16: bool = False, print_table: bool = False) -> list[dict]:
+    """Run the benchmarks ``names`` (each followed by the official code's figure when
+    ``reference`` is given), printing and returning one dict per figure."""
     import jax
 
     from adacode_jax import sharding as sharding_lib
 
     lines = []
     info = machine()
+    info["xla_matmul_2048_gflop_per_s"] = xla_matmul_gflops()
+    if reference is not None:
+        info.update(reference.probe())
+        info["reference_repo"] = reference.repo
     emit({"bench": "machine", **info, "tiny": tiny})
     d = 4 if tiny else 1      # tiny: the same code on 1/4 of the sizes
-    plan = {"sr_x4_64": lambda: inference("sr_x4", 64 // d, runs=runs, tiny=tiny),
-            "sr_x4_128": lambda: inference("sr_x4", 128 // d, runs=runs, tiny=tiny),
-            "stage2_256": lambda: inference("stage2", 256 // d, runs=runs, tiny=tiny),
-            "train_sr_x4_b2": lambda: train_iteration(runs=train_runs, tiny=tiny),
+    ins = {} if (reference is None or tiny) else reference.inputs
+    train_images = ({"gt": ins["train_gt"], "lq": ins["train_lq"]} if ins else None)
+    plan = {"sr_x4_64": lambda: inference("sr_x4", 64 // d, runs=runs, tiny=tiny,
+                                          x_nchw=ins.get("fwd_64")),
+            "sr_x4_128": lambda: inference("sr_x4", 128 // d, runs=runs, tiny=tiny,
+                                           x_nchw=ins.get("fwd_128")),
+            "stage2_256": lambda: inference("stage2", 256 // d, runs=runs, tiny=tiny,
+                                            x_nchw=ins.get("fwd_256")),
+            "train_sr_x4_b2": lambda: train_iteration(runs=train_runs, tiny=tiny,
+                                                      images=train_images),
             "data_sr_x4": lambda: data_pipeline(data_seconds, tiny)}
-    for name in names:
-        line = {"bench": name, **plan[name]()}
-        if not tiny:
-            line = _with_reference(name, line)
+    bf16 = {"sr_x4_64": lambda: inference("sr_x4", 64 // d, runs=runs, tiny=tiny,
+                                          dtype="bfloat16", x_nchw=ins.get("fwd_64")),
+            "stage2_256": lambda: inference("stage2", 256 // d, runs=runs, tiny=tiny,
+                                            dtype="bfloat16", x_nchw=ins.get("fwd_256")),
+            "train_sr_x4_b2": lambda: train_iteration(runs=train_runs, tiny=tiny, dtype="bfloat16",
+                                                      images=train_images)}
+
+    def measure(name, fn):
+        load0 = (load_average() or [None])[0]
+        line = {"bench": name, **fn()}
+        line["load_start"], line["load_end"] = load0, (load_average() or [None])[0]
+        if reference is not None and name in REFERENCE_FIGURES:
+            ref_load0 = (load_average() or [None])[0]
+            ref = reference.figure(REFERENCE_FIGURES[name], runs=runs, train_runs=train_runs)
+            ref["load_start"], ref["load_end"] = ref_load0, (load_average() or [None])[0]
+            line = side_by_side(line, ref, comparable=not tiny)
         line.update(peak_memory_mib())
         emit(line)
         lines.append(line)
+
+    for name in names:
+        measure(name, plan[name])
+        if cpu_bf16 and info["platform"] == "cpu" and name in bf16:
+            measure(f"{name}_bf16", bf16[name])
     if accel and info["platform"] != "cpu":
         n = jax.device_count()
         mesh = sharding_lib.make_mesh(_mesh_cfg(), jax.devices())
@@ -373,6 +592,9 @@ def run(names, *, runs: int, train_runs: int, data_seconds: float, accel: bool,
         line.update(peak_memory_mib())
         emit(line)
         lines.append(line)
+    if print_table:
+        print("\n" + table([ln for ln in lines if ln["bench"] in _TITLES or
+                            ln["bench"].endswith("_bf16")], info), flush=True)
     return lines
 
 
@@ -383,37 +605,12 @@ def _mesh_cfg():
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m adacode_jax.bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", nargs="+", choices=BENCHES, default=list(BENCHES),
-                        help="benchmarks to run (default: all)")
-    parser.add_argument("--runs", type=int, default=5, help="timed runs per inference figure")
-    parser.add_argument("--train_runs", type=int, default=3, help="timed training iterations")
-    parser.add_argument("--data_seconds", type=float, default=5.0, help="data pipeline time")
-    parser.add_argument("--threads", type=int, default=0,
-                        help="pin the process to this many cores before JAX starts (0: all)")
-    parser.add_argument("--accel", action=argparse.BooleanOptionalAction, default=True,
-                        help="also the bf16 and FLOP-utilisation figures on GPU/TPU")
-    parser.add_argument("--accel_batch", type=int, default=8, help="per-chip batch for --accel")
-    parser.add_argument("--quick", action="store_true",
-                        help="one timed run each and half a second of data pipeline")
-    parser.add_argument("--tiny", action="store_true",
-                        help="tiny random networks and small inputs: a smoke test of this tool")
-    args = parser.parse_args(argv)
-    if args.threads:
-        if "jax" in sys.modules:
-            raise SystemExit("--threads must be applied before JAX is imported")
-        cores = sorted(os.sched_getaffinity(0))[: args.threads]
-        os.sched_setaffinity(0, cores)
-    if args.quick:
-        args.runs, args.train_runs, args.data_seconds = 1, 1, 0.5
-    from absl import flags
+    """``python -m adacode_jax.bench``: the front end in :mod:`adacode_jax.cli.bench`."""
+    from adacode_jax.cli import bench as cli
 
-    flags.FLAGS.mark_as_parsed()  # Grain reads absl flags
-    run(args.only, runs=args.runs, train_runs=args.train_runs, data_seconds=args.data_seconds,
-        accel=args.accel, accel_batch=args.accel_batch, tiny=args.tiny)
-    return 0
+    return cli.main(argv)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":   # python -m adacode_jax.bench: the front end in adacode_jax.cli
+    from adacode_jax.cli import bench as _cli
+    _cli.console()

@@ -1,26 +1,96 @@
 """The benchmark's code paths on tiny shapes; no timing is asserted. (The official-size
-figures and their comparison with the reference outputs: ``python -m adacode_jax.bench``.)"""
+figures beside the official code: ``python -m adacode_jax.bench --reference-repo PATH``.)
+
+``ADACODE_REFERENCE_REPO`` (a checkout of the official repository; with
+``ADACODE_REFERENCE_PYTHON`` if this interpreter lacks torchvision/timm) also runs the
+side-by-side path for real: our tiny networks beside one official-size forward.
+"""
 from __future__ import annotations
 
 import json
+import os
+
+import pytest
 
 from adacode_jax import bench
 
 
-def test_tiny_smoke_run_prints_one_json_line_per_figure(capsys):
+def _json_lines(out: str) -> list[dict]:
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
+def test_tiny_smoke_run_prints_one_json_line_per_figure_and_a_table(capsys):
     assert bench.main(["--tiny", "--quick", "--no-accel",
                        "--only", "sr_x4_64", "train_sr_x4_b2", "data_sr_x4"]) == 0
-    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    by_name = {line["bench"]: line for line in lines}
+    out = capsys.readouterr().out
+    by_name = {line["bench"]: line for line in _json_lines(out)}
     assert set(by_name) == {"machine", "sr_x4_64", "train_sr_x4_b2", "data_sr_x4"}
-    assert by_name["machine"]["tiny"] and by_name["machine"]["cores_used"] >= 1
+    info = by_name["machine"]
+    assert info["tiny"] and info["cores_used"] >= 1 and info["xla_matmul_2048_gflop_per_s"] > 0
+    assert isinstance(info["vector_extensions"], list) and len(info["load_average"]) == 3
     for name in ("sr_x4_64", "train_sr_x4_b2"):
         line = by_name[name]
         assert line["ours_s"] > 0 and line["compile_s"] > 0 and line["gflops"] > 0
-        assert line["peak_rss_mib"] > 0
-        assert "reference_s" not in line              # tiny figures are not compared
+        assert line["peak_rss_mib"] > 0 and line["load_start"] is not None
+        assert "reference_s" not in line and "ratio" not in line   # no reference ran
     assert by_name["sr_x4_64"]["input"] == [1, 16, 16, 3]
     assert by_name["data_sr_x4"]["pairs_per_s_per_core"] > 0
+    assert "| figure | ours, median s (min) | official" in out and "XLA" in out
+
+
+def test_cpu_bf16_adds_a_bfloat16_line_per_figure():
+    lines = bench.run(["sr_x4_64"], runs=1, train_runs=1, data_seconds=0.0, accel=False,
+                      accel_batch=1, tiny=True, cpu_bf16=True)
+    assert [(ln["bench"], ln["dtype"]) for ln in lines] == [
+        ("sr_x4_64", "float32"), ("sr_x4_64_bf16", "bfloat16")]
+
+
+def test_no_stored_reference_figure_is_divided_by():
+    import inspect
+
+    source = inspect.getsource(bench)
+    for stale in ("meets_goal", "GOAL_RATIO", "REFERENCE_S", "2.79", "30.7"):
+        assert stale not in source
+
+
+def test_ratio_only_beside_a_figure_timed_in_the_same_run():
+    ref = {"figure": "fwd_sr_x4_64", "median_s": 4.0, "min_s": 3.5}
+    line = bench.side_by_side({"bench": "sr_x4_64", "ours_s": 2.0, "min_s": 1.9}, ref,
+                              comparable=True)
+    assert line["reference_s"] == 4.0 and line["ratio"] == 0.5 and line["reference"] == ref
+    tiny = bench.side_by_side({"bench": "sr_x4_64", "ours_s": 2.0}, ref, comparable=False)
+    assert "ratio" not in tiny and tiny["reference"] == ref
+    text = bench.table([line], {"cpu_model": "x", "vector_extensions": ["avx2"]})
+    assert "| 0.50 |" in text and "4.00 (3.50)" in text
+
+
+def test_cpu_info_and_load_average():
+    info = bench.cpu_info()
+    assert set(info) == {"cpu_model", "vector_extensions"}
+    assert set(info["vector_extensions"]) <= set(bench.VECTOR_FLAGS)
+    assert all(v >= 0 for v in bench.load_average())
+
+
+def test_a_missing_reference_checkout_is_one_error_line(tmp_path, capsys):
+    assert bench.main(["--tiny", "--quick", "--only", "sr_x4_64",
+                       "--reference-repo", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "basicsr" in err
+
+
+@pytest.mark.skipif(not os.environ.get("ADACODE_REFERENCE_REPO"),
+                    reason="set ADACODE_REFERENCE_REPO to a checkout of the official repository")
+def test_side_by_side_with_the_official_code(capsys):
+    """The real harness: official-size ``fwd_sr_x4_64`` (one warm-up, one run) beside our
+    tiny network; the harness's inputs and torch's matmul rate reach the machine line."""
+    assert bench.main(["--tiny", "--quick", "--no-accel", "--no-table", "--only", "sr_x4_64"]) == 0
+    by_name = {line["bench"]: line for line in _json_lines(capsys.readouterr().out)}
+    info, line = by_name["machine"], by_name["sr_x4_64"]
+    assert info["torch_matmul_2048_gflop_per_s"] > 0 and info["torch_threads"] == info["xla_threads"]
+    ref = line["reference"]
+    assert ref["figure"] == "fwd_sr_x4_64" and ref["median_s"] > 0
+    assert ref["threads"] == info["xla_threads"]
+    assert "ratio" not in line                        # tiny: sizes differ, no ratio
 
 
 
