@@ -61,6 +61,10 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
         if isinstance(e, ConversionError) or (isinstance(e, OSError) and e.filename):
             raise
         text = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        if text.startswith("Weights only load failed"):    # torch's page-long explanation
+            text = ("torch refuses to read it as a file of tensors (torch.load with "
+                    "weights_only=True); it is not a state dict written by torch.save, or it "
+                    "holds other objects")
         what = text if text.startswith(path) else f"{path}: {text}"
         raise ConversionError(what, None if "; " in what else "check that it is a complete file "
                               "written by torch.save or numpy.savez") from e

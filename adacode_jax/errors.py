@@ -53,9 +53,11 @@ _OS_FIXES = {
 
 def describe_os_error(e: OSError) -> str:
     """One line for an ``OSError``: ``<path>: <reason>; <what to do>``."""
-    where = e.filename if e.filename is not None else "(no file)"
-    if e.filename2 is not None:
-        where = f"{where} -> {e.filename2}"
-    reason = e.strerror or str(e)
     fix = _OS_FIXES.get(e.errno)
-    return f"{os.fspath(where)}: {reason}" + (f"; {fix}" if fix else "")
+    if e.filename is None:         # raised with a message of ours, which names the file
+        return (e.strerror or str(e) or type(e).__name__) + (f"; {fix}" if fix else "")
+    where = os.fspath(e.filename)
+    if e.filename2 is not None:
+        where = f"{where} -> {os.fspath(e.filename2)}"
+    reason = e.strerror or str(e)
+    return f"{where}: {reason}" + (f"; {fix}" if fix else "")

@@ -3,6 +3,7 @@ library never imports its command-line front ends (no import cycles)."""
 from __future__ import annotations
 
 import ast
+import functools
 import errno
 import os
 import subprocess
@@ -126,6 +127,7 @@ def _imports(path: str, module: str) -> set[str]:
     return found
 
 
+@functools.lru_cache(maxsize=None)
 def _module_graph() -> dict[str, set[str]]:
     modules = {}
     for root, _, files in os.walk(PACKAGE):
@@ -165,8 +167,8 @@ def _path(module: str) -> str:
 
 def test_no_import_cycles_at_module_level():
     """Module-level imports (what runs at import time) form no cycle."""
-    graph = {}
-    for name in _module_graph():
+    graph, modules = {}, _module_graph()
+    for name in modules:
         tree = ast.parse(open(_path(name), encoding="utf-8").read())
         top = ast.Module(body=[n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))],
                          type_ignores=[])
@@ -176,7 +178,7 @@ def test_no_import_cycles_at_module_level():
                 deps |= {a.name for a in node.names}
             elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("adacode_jax"):
                 deps |= {f"{node.module}.{a.name}" for a in node.names} | {node.module}
-        graph[name] = {d for d in deps if d in _module_graph() and d != name}
+        graph[name] = {d for d in deps if d in modules and d != name}
     state, cycles = {}, []
 
     def visit(n, stack):

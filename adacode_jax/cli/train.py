@@ -204,8 +204,10 @@ def run_training(argv) -> None:
 
     from adacode_jax import train  # after the runtime is up
 
-    logging.info("process %d of %d; local devices %s; global devices %d", jax.process_index(),
-                 jax.process_count(), jax.local_devices(), jax.device_count())
+    if jax.process_count() > 1:    # one process: the run header names the devices
+        logging.info("process %d of %d; local devices %s; global devices %d",
+                     jax.process_index(), jax.process_count(), jax.local_devices(),
+                     jax.device_count())
     train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 
 
