@@ -71,34 +71,58 @@ VECTOR_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "
                 "amx_int8")
 
 
-def reference_dir() -> str:
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    return os.environ.get("ADACODE_REFERENCE_DIR",
-                          os.path.join(os.path.dirname(repo), "shared", "reference"))
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def reference_dir() -> str | None:
+    """A full reference made like ``shared/reference`` (``ADACODE_REFERENCE_DIR``, or
+    ``../shared/reference`` beside a checkout), or None."""
+    path = os.environ.get("ADACODE_REFERENCE_DIR") or os.path.join(
+        os.path.dirname(_REPO), "shared", "reference")
+    return path if os.path.isdir(path) else None
+
+
+def _checkout_tests():
+    """The checkout's ``tests`` package (its numpy implementation of the reference weight
+    generator and the vendored reference outputs), or None outside a checkout."""
+    if not os.path.exists(os.path.join(_REPO, "tests", "refdata.py")):
+        return None
+    if _REPO not in sys.path:
+        sys.path.append(_REPO)
+    import tests.refdata  # noqa: F401
+    import tests.refweights  # noqa: F401
+    return sys.modules["tests"]
 
 
 @functools.lru_cache(maxsize=None)
 def reference_weights_module():
-    """The reference's ``weights.py`` (seed-0 synthetic weights and inputs), loaded from
-    :func:`reference_dir` (the parity tests use it too)."""
-    path = os.path.join(reference_dir(), "weights.py")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} not found: set ADACODE_REFERENCE_DIR to the reference "
-                                "directory (its weights.py generates the benchmark weights)")
-    spec = importlib.util.spec_from_file_location("adacode_reference_weights", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """What generates the seed-0 synthetic weights and inputs of the reference outputs: the
+    reference's ``weights.py``, else the checkout's ``tests/refweights.py`` (the same bytes,
+    checked by ``tests/test_reference_data.py``); None in an installed package without
+    either (the networks then get random weights and no output is checked)."""
+    ref = reference_dir()
+    path = os.path.join(ref, "weights.py") if ref else ""
+    if os.path.exists(path):
+        spec = importlib.util.spec_from_file_location("adacode_reference_weights", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    tests = _checkout_tests()
+    return tests.refweights if tests else None
 
 
 def _reference_outputs(name: str) -> dict | None:
     import numpy as np
 
-    path = os.path.join(reference_dir(), f"{name}_seed0.npz")
-    if not os.path.exists(path):
-        return None
-    with np.load(path) as z:
-        return {k: z[k] for k in z.files}
+    ref = reference_dir()
+    path = os.path.join(ref, f"{name}_seed0.npz") if ref else ""
+    if os.path.exists(path):
+        with np.load(path) as z:
+            return {k: z[k] for k in z.files}
+    tests = _checkout_tests()
+    if tests and os.path.exists(os.path.join(tests.refdata.VENDORED_DIR, f"{name}_seed0.npz")):
+        return tests.refdata.load(tests.refdata.VENDORED_DIR, name, 0)
+    return None
 
 
 def _nhwc(a):
@@ -156,8 +180,13 @@ def _network(kind: str, dtype: str, tiny: bool, size: int):
 
     from adacode_jax import convert, models
 
-    if not tiny:
-        cfg, variables = convert.to_variables(reference_weights_module().make_state_dict(kind, 0), kind)
+    weights = None if tiny else reference_weights_module()
+    if weights is not None:
+        cfg, variables = convert.to_variables(weights.make_state_dict(kind, 0), kind)
+    elif not tiny:                     # an installed package: official size, random weights
+        cfg = models.model_config(kind)
+        variables = jax.jit(models.build(cfg).init)(jax.random.key(0),
+                                                    jnp.zeros((1, size, size, 3)))
     else:
         cfg = models.tiny_model_config(kind)
         if kind != "disc":
@@ -171,9 +200,10 @@ def _network(kind: str, dtype: str, tiny: bool, size: int):
 def _images(shape_nchw: tuple, seed: int, tiny: bool):
     import numpy as np
 
-    if tiny:
+    weights = None if tiny else reference_weights_module()
+    if weights is None:
         return np.random.default_rng(seed).random(shape_nchw, dtype=np.float32)
-    return reference_weights_module().make_input(shape_nchw, seed)
+    return weights.make_input(shape_nchw, seed)
 
 
 def inference(kind: str, size: int, *, runs: int, dtype: str = "float32", batch: int = 1,

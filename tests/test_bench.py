@@ -110,3 +110,22 @@ def test_accelerator_lines_run_on_fake_devices(monkeypatch):
     assert step["batch"] == 8 and step["images_per_s"] > 0
     want = step["gflops"] * 1e9 / step["ours_s"] / (1e12 * 8)
     assert step["mfu"] > 0 and abs(step["mfu"] - want) <= 1e-4
+
+
+def test_without_shared_the_checkout_gives_the_reference_weights_and_outputs(monkeypatch, tmp_path):
+    """A plain clone (no ../shared): the benchmark's networks get the same seed-0 weights from
+    tests/refweights.py and their outputs are checked against the vendored fixtures."""
+    import numpy as np
+
+    monkeypatch.setenv("ADACODE_REFERENCE_DIR", str(tmp_path / "absent"))
+    bench.reference_weights_module.cache_clear()
+    try:
+        assert bench.reference_dir() is None
+        module = bench.reference_weights_module()
+        assert module.__name__ == "tests.refweights"
+        x = module.make_input((1, 3, 8, 8), 1234)
+        assert x.shape == (1, 3, 8, 8) and x.dtype == np.float32
+        out = bench._reference_outputs("sr_x4")
+        assert out is not None and out["out"].shape[:2] == (1, 3)
+    finally:
+        bench.reference_weights_module.cache_clear()
