@@ -23,6 +23,7 @@ from typing import Any
 
 # Before clu imports TensorFlow: no C++ start-up lines (oneDNN, CUDA probing) on the console.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")   # TF only reads data and writes logs here; its oneDNN note is noise
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -741,7 +742,7 @@ def _train(config, init: dict, workdir: str) -> dict:
                          f"{mesh.size} devices of the mesh; use a multiple of {mesh.size} or set "
                          f"mesh.num_devices")
     logging.info("mesh %s over %d devices (%d processes)", dict(mesh.shape), mesh.size,
-                 jax.process_count())
+                 jax.process_count(), extra=console.FILE_ONLY)     # the run header says it
 
     nets, consts = build_networks(config, init)
     generator = nets.generator

@@ -12,6 +12,10 @@ import sys
 from adacode_jax import errors
 from adacode_jax.cli import common
 
+# LPIPS loading imports TensorFlow through clu-free paths too: no C++ start-up banner.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")   # TF only reads data and writes logs here; its oneDNN note is noise
+
 PROG = "python -m adacode_jax.bench"
 EXAMPLES = (
     f"{PROG} --threads 2 --reference-repo ~/adacode-official   # the full side-by-side table",

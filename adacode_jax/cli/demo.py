@@ -3,9 +3,13 @@ embedded images, then the three training stages in miniature (:mod:`adacode_jax.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 from adacode_jax.cli import common
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")   # no TensorFlow C++ start-up lines
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")   # TF only reads data and writes logs here; its oneDNN note is noise
 
 EXAMPLES = (
     "adacode-demo --workdir demo_out                # both parts, a few minutes on a CPU",

@@ -12,6 +12,10 @@ import os
 import sys
 import textwrap
 
+# Before anything imports TensorFlow (tfds, clu): no C++ start-up lines on the console.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")   # TF only reads data and writes logs here; its oneDNN note is noise
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -170,10 +174,13 @@ def _maybe_initialize_distributed() -> None:
 
 
 class _QuietLibraries(std_logging.Filter):
-    """Drop the INFO chatter of Orbax's internals; warnings and errors still show."""
+    """On the terminal, INFO lines only from this package (the libraries' INFO chatter:
+    Orbax, the XLA backend probe, clu, still reaches ``train.log``); warnings and errors
+    from anywhere."""
 
     def filter(self, record) -> bool:
-        return record.levelno >= std_logging.WARNING or "/orbax/" not in record.pathname
+        return (record.levelno >= std_logging.WARNING
+                or f"{os.sep}adacode_jax{os.sep}" in (record.pathname or ""))
 
 
 def describe_text() -> str:
