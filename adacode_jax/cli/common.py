@@ -47,6 +47,17 @@ def fail(message: str, code: int = 2) -> int:
     return code
 
 
+def some_failed(lines: Sequence[str], *, total: int | None = None, any_written: bool = True) -> int:
+    """A partial failure: ``error: N [of T] file(s) failed; the others were written:`` and one
+    indented ``path: reason`` line per failed file, on stderr. Returns exit code 1."""
+    of = f" of {total}" if total is not None else ""
+    rest = "the others were written" if any_written else "nothing was written"
+    print(f"error: {len(lines)}{of} file(s) failed; {rest}:", file=sys.stderr)
+    for line in lines:
+        print(f"  {line}", file=sys.stderr)
+    return 1
+
+
 def run(main: Callable[[list[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
     """Runs a command's ``main(argv)`` and turns exceptions into the one-line error style."""
     debug = debug_requested(argv)

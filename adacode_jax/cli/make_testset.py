@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
 from adacode_jax.cli import common
 
@@ -48,11 +47,7 @@ def _main(argv: list[str] | None = None) -> int:
                                          max_pixels=args.max_pixels)
     print(f"wrote {len(manifest['files'])} {args.task} pairs to {args.output}")
     if manifest["failed"]:
-        print(f"error: {len(manifest['failed'])} file(s) failed; the others were written:",
-              file=sys.stderr)
-        for item in manifest["failed"]:
-            print(f"  {item['error']}", file=sys.stderr)
-        return 1
+        return common.some_failed([item["error"] for item in manifest["failed"]])
     return 0
 
 

@@ -216,11 +216,8 @@ def _restore(args) -> int:
     print(f"restored {len(report.written)} of {len(jobs)} file(s) into {args.output} "
           f"in {report.seconds:.1f} s")
     if report.failed:
-        rest = "the others were written" if report.written else "nothing was written"
-        err(f"error: {len(report.failed)} of {len(jobs)} file(s) failed; {rest}:")
-        for path, why in report.failed:
-            err(f"  {path}: {why}")
-        return 1
+        return common.some_failed([f"{path}: {why}" for path, why in report.failed],
+                                  total=len(jobs), any_written=bool(report.written))
     return 0
 
 
