@@ -33,7 +33,7 @@ wheel: $(STAMP)
 
 # tests/conftest.py gives the tests 8 fake CPU devices and a compilation cache.
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 --dist loadfile tests
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15 tests
 
 demo: $(STAMP)
 	JAX_COMPILATION_CACHE_DIR=$(CURDIR)/demo_out/.jax_cache $(PY) -m adacode_jax.demo --workdir demo_out
