@@ -187,15 +187,16 @@ class Progress:
 
 class _ClearProgress(std_logging.Filter):
     """Erases the live progress line before a log line reaches the terminal, and keeps
-    file-only lines (``extra=FILE_ONLY``) off it."""
+    file-only lines (``extra=FILE_ONLY``) and the libraries' INFO lines off it."""
 
     progress: Progress | None = None
 
     def filter(self, record) -> bool:
         if getattr(record, "adacode_file_only", False):
             return False
-        if record.levelno < std_logging.WARNING and "/clu/" in (record.pathname or ""):
-            return False          # clu's progress notes: the progress line says it
+        if (record.levelno < std_logging.WARNING
+                and f"{os.sep}adacode_jax{os.sep}" not in (record.pathname or "")):
+            return False          # libraries' INFO (Orbax, clu, XLA): train.log has it
         if self.progress is not None:
             self.progress.clear()
         return True
