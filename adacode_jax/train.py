@@ -725,11 +725,6 @@ def _run(config, init: dict, workdir: str) -> dict:
         console.close_log_file(log_file)
 
 
-def _save_or_explain(path: str, what: str, nbytes: int, fix: str, cleanup=None, held=None):
-    """:func:`checkpointing.disk_full_reported` (a full disk becomes one message)."""
-    return checkpointing.disk_full_reported(path, what, nbytes, fix, cleanup=cleanup, held=held)
-
-
 def _train(config, init: dict, workdir: str) -> dict:
     is_main = jax.process_index() == 0
     t = config.train
@@ -857,7 +852,7 @@ def _train(config, init: dict, workdir: str) -> dict:
     def checkpoint_disk_full(s: int):
         before = [p for p in ckpts.all_steps() if p < s]
         resume = f"step {before[-1]}" if before else "step 0"
-        return _save_or_explain(
+        return checkpointing.disk_full_reported(
             ckpts.step_dir(s), f"the checkpoint of step {s}", state_bytes,
             f"free disk space or move {workdir} to a larger disk, then run the same command "
             f"again: it resumes from {resume}", cleanup=lambda: ckpts.remove_partial(s),
@@ -944,7 +939,7 @@ def _train(config, init: dict, workdir: str) -> dict:
                     if best is None or scores["val/lpips_alex"] < best:
                         best = scores["val/lpips_alex"]
                         best_dir = os.path.join(workdir, "best", "generator")
-                        with _save_or_explain(best_dir, "the best generator so far",
+                        with checkpointing.disk_full_reported(best_dir, "the best generator so far",
                                               checkpointing.tree_bytes(state.g_params),
                                               "free disk space, then run the same command again",
                                               cleanup=lambda: checkpointing.remove_temporary(best_dir),
@@ -964,7 +959,7 @@ def _train(config, init: dict, workdir: str) -> dict:
                         break
             progress.finish()
             finish_saves()
-            with _save_or_explain(
+            with checkpointing.disk_full_reported(
                     os.path.join(workdir, "export"), "the exported weights",
                     checkpointing.tree_bytes((state.g_params, state.d_params, state.d_spectral)),
                     f"free disk space, then run the same command again: it resumes from the "
