@@ -12,6 +12,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from adacode_jax.models import conv as conv_lib
+
 Dtype = Any
 
 # Official channel table C[r], keyed by the resolution a 256x256 image has at that level.
@@ -29,7 +31,8 @@ def torch_conv(features: int, kernel: int, *, stride: int = 1, padding: int | No
     p = kernel // 2 if padding is None else padding
     return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
                    padding=((p, p), (p, p)), use_bias=use_bias, dtype=dtype,
-                   param_dtype=param_dtype, name=name)
+                   param_dtype=param_dtype, name=name,
+                   conv_general_dilated=conv_lib.conv_general_dilated)
 
 
 def upsample_nearest(x: jnp.ndarray, factor: int = 2) -> jnp.ndarray:
