@@ -7,15 +7,19 @@ and W divisible by the window size.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
+from adacode_jax.models import dense
 from adacode_jax.models.layers import torch_conv
 
 Dtype = Any
+# nn.Dense with the kernel gradient XLA:CPU computes well (see adacode_jax.models.dense).
+Dense = functools.partial(nn.Dense, dot_general=dense.dot_general)
 
 
 def relative_position_index(window: int) -> np.ndarray:
@@ -79,7 +83,7 @@ class WindowAttention(nn.Module):
         hd = c // self.heads
         table = self.param("relative_position_bias_table", nn.initializers.truncated_normal(0.02),
                            ((2 * self.window - 1) ** 2, self.heads), self.param_dtype)
-        qkv = nn.Dense(3 * c, dtype=self.dtype, param_dtype=self.param_dtype, name="qkv")(x)
+        qkv = Dense(3 * c, dtype=self.dtype, param_dtype=self.param_dtype, name="qkv")(x)
         # channel layout of qkv is (3, heads, head_dim), as torch's reshape(B_, N, 3, nH, hd)
         qkv = qkv.reshape(b, nw, n, 3, c).reshape(b, nw, n, 3, self.heads, hd)
         q, k, v = qkv[:, :, :, 0] * (hd ** -0.5), qkv[:, :, :, 1], qkv[:, :, :, 2]
@@ -90,7 +94,7 @@ class WindowAttention(nn.Module):
             attn = attn + mask[:, None].astype(attn.dtype)
         attn = nn.softmax(attn.astype(jnp.float32), axis=-1).astype(self.dtype)
         out = jnp.einsum("bwhnm,bwmhd->bwnhd", attn, v).reshape(b, nw, n, c)
-        return nn.Dense(c, dtype=self.dtype, param_dtype=self.param_dtype, name="proj")(out)
+        return Dense(c, dtype=self.dtype, param_dtype=self.param_dtype, name="proj")(out)
 
 
 class SwinBlock(nn.Module):
@@ -124,8 +128,8 @@ class SwinBlock(nn.Module):
             y = jnp.roll(y, (self.shift, self.shift), axis=(1, 2))
         x = x + y
         y = nn.LayerNorm(**ln, name="norm2")(x)
-        y = nn.Dense(int(c * self.mlp_ratio), **kw, name="mlp.fc1")(y)
-        y = nn.Dense(c, **kw, name="mlp.fc2")(nn.gelu(y, approximate=False))
+        y = Dense(int(c * self.mlp_ratio), **kw, name="mlp.fc1")(y)
+        y = Dense(c, **kw, name="mlp.fc2")(nn.gelu(y, approximate=False))
         return x + y
 
 
