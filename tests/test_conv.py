@@ -82,3 +82,31 @@ def test_flax_conv_uses_it():
                                rtol=1e-5, atol=1e-5)
     jaxpr = str(jax.make_jaxpr(jax.grad(loss(ours)))(params))
     assert "branches_platforms" in jaxpr        # the backward pass picks its CPU rule
+
+
+def test_data_parallel_filter_gradient_reduces_once():
+    """With the batch sharded over devices, the filter gradient's all-reduce is outside the
+    block loop (once per step), not inside the while body (once per block)."""
+    import re
+
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+    devices = jax.devices()
+    if len(devices) < 2:
+        pytest.skip("needs several (fake) devices")
+    mesh = Mesh(np.array(devices), ("data",))
+    x = jax.device_put(jnp.ones((len(devices), 32, 32, 4)), NamedSharding(mesh, P("data")))
+    w = jax.device_put(jnp.ones((3, 3, 4, 8)), NamedSharding(mesh, P()))
+    loss = lambda w, x: jnp.sum(conv.conv_general_dilated(  # noqa: E731
+        x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=conv.NHWC) ** 2)
+    text = jax.jit(jax.grad(loss)).lower(w, x).compile().as_text()
+    assert " while(" in text                      # the block loop is there
+    comp, where = None, []
+    for line in text.splitlines():
+        m = re.match(r"^(?:ENTRY )?%?([\w.\-]+) .*\{$", line)
+        if m:
+            comp = m.group(1)
+        if re.search(r" all-reduce(-start)?\(", line):
+            where.append(comp)
+    bodies = set(re.findall(r"body=%?([\w.\-]+)", text))
+    assert where and not bodies & set(where), (where, bodies)

@@ -22,7 +22,7 @@ On other platforms (GPU, TPU) both gradients are XLA's, chosen at lowering time 
 from __future__ import annotations
 
 import functools
-from typing import Any, Sequence
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
