@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from adacode_jax.models import conv as conv_lib
+from adacode_jax.models.conv import conv_general_dilated
 from adacode_jax.models.layers import torch_conv
 
 Dtype = Any
@@ -86,7 +86,7 @@ class SpectralConv(nn.Module):
         # its kernel), and it lets one conv serve calls with different σ. The kernel's
         # gradient is then a single filter gradient over all calls: with data parallelism one
         # all-reduce for D's step instead of one per call.
-        y = conv_lib.conv_general_dilated(
+        y = conv_general_dilated(
             x.astype(self.dtype), kernel.astype(self.dtype), (self.stride, self.stride),
             ((p, p), (p, p)), dimension_numbers=("NHWC", "HWIO", "NHWC")).astype(jnp.float32)
         b = y.shape[0]

@@ -12,7 +12,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from adacode_jax.models import conv as conv_lib
+from adacode_jax.models.conv import conv_general_dilated
 
 Dtype = Any
 
@@ -32,7 +32,7 @@ def torch_conv(features: int, kernel: int, *, stride: int = 1, padding: int | No
     return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
                    padding=((p, p), (p, p)), use_bias=use_bias, dtype=dtype,
                    param_dtype=param_dtype, name=name,
-                   conv_general_dilated=conv_lib.conv_general_dilated)
+                   conv_general_dilated=conv_general_dilated)
 
 
 def upsample_nearest(x: jnp.ndarray, factor: int = 2) -> jnp.ndarray:

@@ -14,12 +14,12 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from adacode_jax.models import dense
+from adacode_jax.models.dense import dot_general
 from adacode_jax.models.layers import torch_conv
 
 Dtype = Any
 # nn.Dense with the kernel gradient XLA:CPU computes well (see adacode_jax.models.dense).
-Dense = functools.partial(nn.Dense, dot_general=dense.dot_general)
+Dense = functools.partial(nn.Dense, dot_general=dot_general)
 
 
 def relative_position_index(window: int) -> np.ndarray:
