@@ -7,8 +7,8 @@ residual stream's gradient, a long element-wise chain (LayerNorm backward of eve
 behind it), which then runs in transposed order, once per consumer: the Swin layers' backward
 pass took 5x their forward pass. Here the kernel gradient is ``xᵀ · g`` with both operands
 flattened to (tokens, ·): g is read in its own layout and only the activation x is transposed.
-The values are the same products summed in the same order per output element (tests/test_dense.py);
-the forward pass is unchanged. Used through ``nn.Dense(..., dot_general=dense.dot_general)``.
+The kernel gradient equals JAX's up to float32 summation order (tests/test_dense.py); the
+forward pass is unchanged. Used through ``nn.Dense(..., dot_general=dense.dot_general)``.
 """
 from __future__ import annotations
 
