@@ -20,12 +20,16 @@ name                what                                              official (
 ==================  ================================================  ==========================
 
 With a checkout of the official repository (``--reference-repo`` or ``ADACODE_REFERENCE_REPO``)
-each figure of ours is followed at once by the same figure of the official code, run by the
-shared harness ``tools/refbench/bench_ref.py`` in a child process on the same cores with the
-same thread count (``torch.set_num_threads`` = XLA's intra-op threads = ``--threads``) and the
-same inputs (the harness's ``torch.rand`` tensors, seeds 1234 and 99, are generated once and
-fed to ours). Only then does a line carry ``reference_s`` and ``ratio`` (ours / official).
-Without a reference repository a line has our figures only: no stored figure is divided by.
+each figure of ours is timed in lock-step with the same figure of the official code: the shared
+harness ``tools/refbench/bench_ref.py`` builds and warms it up in a child process
+(:mod:`adacode_jax.refdriver`), then ours and theirs alternate run by run (ours once, theirs
+once, ``--runs`` or ``--train-runs`` rounds), on the same cores with the same thread count
+(``torch.set_num_threads`` = XLA's intra-op threads = ``--threads``) and the same inputs (the
+harness's ``torch.rand`` tensors, seeds 1234 and 99, are generated once and fed to ours). The
+official code's time drifts by about 10% over minutes on a shared machine; alternating run by
+run makes both sides see the same drift. Only then does a line carry ``reference_s`` and
+``ratio`` (median ours / median official). Without a reference repository a line has our
+figures only: no stored figure is divided by.
 
 Each line has ``ours_s`` (median), ``min_s``, the 1-minute load average before and after it,
 the compile time, XLA's FLOP count of the program and the rate it gives, the process's peak
@@ -206,11 +210,12 @@ def _images(shape_nchw: tuple, seed: int, tiny: bool):
     return weights.make_input(shape_nchw, seed)
 
 
-def inference(kind: str, size: int, *, runs: int, dtype: str = "float32", batch: int = 1,
-              tiny: bool = False, x_nchw=None) -> dict:
-    """Forward of the official ``kind`` network on a ``size``² input, timed on ``x_nchw`` (the
-    harness's input when the reference runs beside; else the fixture input); the output is
-    checked once, untimed, against the stored reference output for the fixture input."""
+def inference_case(kind: str, size: int, *, dtype: str = "float32", batch: int = 1,
+                   tiny: bool = False, x_nchw=None) -> tuple[Callable[[], Any], dict, Any]:
+    """``(call, line, flops)``: the compiled forward of the official ``kind`` network on a
+    ``size``² input (the harness's ``x_nchw`` when the reference runs beside; else the fixture
+    input), ready to time; ``line`` holds the compile time and the error against the stored
+    reference output for the fixture input (checked once, untimed)."""
     import jax
     import numpy as np
 
@@ -231,14 +236,8 @@ def inference(kind: str, size: int, *, runs: int, dtype: str = "float32", batch:
     x = jax.device_put(np.ascontiguousarray(x))
     fwd = jax.jit(model.apply)
     compiled, compile_s = _compile(fwd, variables, x)
-    timing = time_calls(lambda: jax.block_until_ready(compiled(variables, x)), runs)
-    flops = _flops(compiled)
-    line = {**timing, "compile_s": round(compile_s, 2), "batch": batch, "dtype": dtype,
+    line = {"compile_s": round(compile_s, 2), "batch": batch, "dtype": dtype,
             "input": list(x.shape)}
-    if flops:
-        line["gflops"] = round(flops / 1e9, 1)
-        line["gflop_per_s"] = round(flops / 1e9 / timing["ours_s"], 1)
-        line["images_per_s"] = round(batch / timing["ours_s"], 3)
     if ref is not None:
         x_ref = jax.device_put(np.ascontiguousarray(_nhwc(ref["input"])))
         out, aux = jax.device_get(compiled(variables, x_ref))
@@ -248,7 +247,27 @@ def inference(kind: str, size: int, *, runs: int, dtype: str = "float32", batch:
         line["max_rel_err"] = float(err.max() / np.abs(want).max())
         line["index_agreement"] = float(
             (np.asarray(aux["indices"]) == ref["aux/indices"][:, :, 0]).mean())
+    return (lambda: jax.block_until_ready(compiled(variables, x))), line, _flops(compiled)
+
+
+def _with_rates(line: dict, timing: dict, flops: float | None, n_images: int | None) -> dict:
+    """``line`` with the timing, and the FLOP rate (and images/s) it gives."""
+    line = {**timing, **line}
+    if flops:
+        line["gflops"] = round(flops / 1e9, 1)
+        line["gflop_per_s"] = round(flops / 1e9 / timing["ours_s"], 1)
+        if n_images:
+            line["images_per_s"] = round(n_images / timing["ours_s"], 3)
     return line
+
+
+def inference(kind: str, size: int, *, runs: int, dtype: str = "float32", batch: int = 1,
+              tiny: bool = False, x_nchw=None) -> dict:
+    """Forward of the official ``kind`` network on a ``size``² input, timed alone
+    (:func:`inference_case`; median of ``runs`` after one warm-up)."""
+    call, line, flops = inference_case(kind, size, dtype=dtype, batch=batch, tiny=tiny,
+                                       x_nchw=x_nchw)
+    return _with_rates(line, time_calls(call, runs), flops, batch)
 
 
 # ---- the stage III training iteration ------------------------------------------------------------
@@ -285,9 +304,10 @@ def train_step_inputs(batch: int, dtype: str = "float32", tiny: bool = False, im
     return nets, cfg, state, data, consts
 
 
-def train_iteration(*, runs: int, batch: int = 2, dtype: str = "float32", mesh=None,
-                    tiny: bool = False, images=None) -> dict:
-    """Time of one stage III x4 G + D iteration (the state is donated and fed back)."""
+def train_case(*, batch: int = 2, dtype: str = "float32", mesh=None, tiny: bool = False,
+               images=None) -> tuple[Callable[[], Any], dict, Any]:
+    """``(call, line, flops)``: one stage III x4 G + D iteration, compiled and ready to time
+    (the state is donated and fed back); ``flops`` counts every device of ``mesh``."""
     import jax
 
     from adacode_jax import sharding as sharding_lib, steps, train
@@ -309,14 +329,17 @@ def train_iteration(*, runs: int, batch: int = 2, dtype: str = "float32", mesh=N
         holder["state"], metrics, _ = compiled(holder["state"], data, consts)
         jax.block_until_ready(metrics)
 
-    timing = time_calls(one, runs)
     flops = _flops(compiled)
-    line = {**timing, "compile_s": round(compile_s, 2), "batch": batch, "dtype": dtype}
     if flops:
-        n_dev = 1 if mesh is None else mesh.size
-        line["gflops"] = round(flops * n_dev / 1e9, 1)     # cost analysis is per device
-        line["gflop_per_s"] = round(flops * n_dev / 1e9 / timing["ours_s"], 1)
-    return line
+        flops *= 1 if mesh is None else mesh.size     # cost analysis is per device
+    return one, {"compile_s": round(compile_s, 2), "batch": batch, "dtype": dtype}, flops
+
+
+def train_iteration(*, runs: int, batch: int = 2, dtype: str = "float32", mesh=None,
+                    tiny: bool = False, images=None) -> dict:
+    """Time of one stage III x4 G + D iteration, alone (:func:`train_case`)."""
+    call, line, flops = train_case(batch=batch, dtype=dtype, mesh=mesh, tiny=tiny, images=images)
+    return _with_rates(line, time_calls(call, runs), flops, None)
 
 
 def flop_utilisation(line: dict, n_devices: int) -> dict:
@@ -490,19 +513,92 @@ class Reference:
             self.inputs = {k: z[k] for k in z.files}
         return info
 
-    def figure(self, name: str, *, runs: int, train_runs: int) -> dict:
-        """The harness's figure ``name``: median/min seconds (and the G and D steps' for the
-        training iteration)."""
-        rows = self._call(["bench_ref.py", "--only", name, "--threads", str(self.threads),
-                           "--warmup", "1", "--runs", str(runs), "--train-runs", str(train_runs)])
-        parts = {row.get("part", "forward"): row for row in rows}
-        main = parts.get("iteration") or parts["forward"]
-        out = {"figure": name, "median_s": main["median_s"], "min_s": main["min_s"],
-               "times_s": main["all_s"], "threads": main["threads"], "torch": main["torch"]}
-        for part in ("g_step", "d_step"):
-            if part in parts:
-                out[f"{part}_median_s"] = parts[part]["median_s"]
-        return out
+    def start(self, figure: str, *, warmup: int = 1) -> "LockStep":
+        """The harness's ``figure``, built and warmed up in a child process that then runs it
+        once per :meth:`LockStep.run` (:mod:`adacode_jax.refdriver`)."""
+        return LockStep(self, figure, warmup)
+
+
+class LockStep:
+    """One official figure in a child process, run on demand so that ours and theirs
+    alternate run by run (the official code's time drifts by ~10% over minutes)."""
+
+    def __init__(self, reference: Reference, figure: str, warmup: int):
+        self.figure = figure
+        driver = os.path.join(os.path.dirname(os.path.abspath(__file__)), "refdriver.py")
+        self._proc = subprocess.Popen(
+            [reference.python, driver, reference.harness, figure, str(reference.threads),
+             str(warmup)], env={**os.environ, "ADACODE_REF": reference.repo},
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.info = self._read()
+
+    def _read(self) -> dict:
+        while True:
+            row = self._proc.stdout.readline()
+            if not row:
+                self._proc.wait()
+                tail = self._proc.stderr.read().strip().splitlines()[-3:]
+                raise errors.UserError(f"official code ({self.figure}) failed: "
+                                       + (" | ".join(tail) or f"exit {self._proc.returncode}"),
+                                       "check --reference-repo and --reference-python "
+                                       "(bench/README.md)")
+            if row.startswith("{"):
+                return json.loads(row)
+
+    def run(self) -> dict:
+        """Runs the figure once in the child: ``{"s": seconds, ...}`` (G and D step seconds
+        for a training figure)."""
+        self._proc.stdin.write("run\n")
+        self._proc.stdin.flush()
+        return self._read()
+
+    def close(self) -> None:
+        if self._proc.poll() is None:
+            try:
+                self._proc.stdin.write("\n")
+                self._proc.stdin.close()
+            except OSError:
+                pass
+            try:
+                self._proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        self._proc.stdout.close()
+        self._proc.stderr.close()
+
+    def __enter__(self) -> "LockStep":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def interleaved(call: Callable[[], Any], theirs: LockStep, rounds: int) -> tuple[dict, dict]:
+    """Ours and the official figure alternating run by run: one warm-up of ours (theirs warmed
+    up in :class:`LockStep`), then ``rounds`` of (ours once, theirs once). Returns our timing
+    (as :func:`time_calls`) and theirs (median, min, every run and, for training, the G and D
+    steps' medians)."""
+    import numpy as np
+
+    call()
+    ours, rows = [], []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        call()
+        ours.append(time.perf_counter() - t0)
+        rows.append(theirs.run())
+    ref_s = [row["s"] for row in rows]
+    ref = {"figure": theirs.figure, "median_s": round(float(np.median(ref_s)), 4),
+           "min_s": round(min(ref_s), 4), "times_s": [round(t, 4) for t in ref_s],
+           "threads": theirs.info.get("threads"), "torch": theirs.info.get("torch"),
+           "protocol": "alternating run by run"}
+    for part in ("g_step", "d_step"):
+        if f"{part}_s" in rows[0]:
+            ref[f"{part}_median_s"] = round(float(np.median([r[f"{part}_s"] for r in rows])), 4)
+    timing = {"ours_s": round(float(np.median(ours)), 4), "min_s": round(min(ours), 4),
+              "runs": rounds, "times_s": [round(t, 4) for t in ours]}
+    return timing, ref
 
 
 def side_by_side(line: dict, ref: dict, *, comparable: bool) -> dict:
@@ -572,39 +668,43 @@ def run(names, *, runs: int, train_runs: int, data_seconds: float, accel: bool,
     d = 4 if tiny else 1      # tiny: the same code on 1/4 of the sizes
     ins = {} if (reference is None or tiny) else reference.inputs
     train_images = ({"gt": ins["train_gt"], "lq": ins["train_lq"]} if ins else None)
-    plan = {"sr_x4_64": lambda: inference("sr_x4", 64 // d, runs=runs, tiny=tiny,
-                                          x_nchw=ins.get("fwd_64")),
-            "sr_x4_128": lambda: inference("sr_x4", 128 // d, runs=runs, tiny=tiny,
-                                           x_nchw=ins.get("fwd_128")),
-            "stage2_256": lambda: inference("stage2", 256 // d, runs=runs, tiny=tiny,
-                                            x_nchw=ins.get("fwd_256")),
-            "train_sr_x4_b2": lambda: train_iteration(runs=train_runs, tiny=tiny,
-                                                      images=train_images),
-            "data_sr_x4": lambda: data_pipeline(data_seconds, tiny)}
-    bf16 = {"sr_x4_64": lambda: inference("sr_x4", 64 // d, runs=runs, tiny=tiny,
-                                          dtype="bfloat16", x_nchw=ins.get("fwd_64")),
-            "stage2_256": lambda: inference("stage2", 256 // d, runs=runs, tiny=tiny,
-                                            dtype="bfloat16", x_nchw=ins.get("fwd_256")),
-            "train_sr_x4_b2": lambda: train_iteration(runs=train_runs, tiny=tiny, dtype="bfloat16",
-                                                      images=train_images)}
+    # figure -> (dtype -> (call, line, flops), images per call, timed runs)
+    cases = {
+        "sr_x4_64": (lambda dt: inference_case("sr_x4", 64 // d, dtype=dt, tiny=tiny,
+                                               x_nchw=ins.get("fwd_64")), 1, runs),
+        "sr_x4_128": (lambda dt: inference_case("sr_x4", 128 // d, dtype=dt, tiny=tiny,
+                                                x_nchw=ins.get("fwd_128")), 1, runs),
+        "stage2_256": (lambda dt: inference_case("stage2", 256 // d, dtype=dt, tiny=tiny,
+                                                 x_nchw=ins.get("fwd_256")), 1, runs),
+        "train_sr_x4_b2": (lambda dt: train_case(dtype=dt, tiny=tiny, images=train_images),
+                           None, train_runs)}
+    bf16 = ("sr_x4_64", "stage2_256", "train_sr_x4_b2")
 
-    def measure(name, fn):
+    def measure(name, dtype="float32"):
         load0 = (load_average() or [None])[0]
-        line = {"bench": name, **fn()}
+        bench = name if dtype == "float32" else f"{name}_bf16"
+        if name not in cases:                       # the data pipeline: ours only
+            line = {"bench": bench, **data_pipeline(data_seconds, tiny)}
+        else:
+            make, n_images, n = cases[name]
+            call, line, flops = make(dtype)
+            figure = REFERENCE_FIGURES.get(name) if dtype == "float32" else None
+            if reference is not None and figure:
+                with reference.start(figure) as theirs:
+                    timing, ref = interleaved(call, theirs, n)
+                line = side_by_side({"bench": bench, **_with_rates(line, timing, flops, n_images)},
+                                    ref, comparable=not tiny)
+            else:
+                line = {"bench": bench, **_with_rates(line, time_calls(call, n), flops, n_images)}
         line["load_start"], line["load_end"] = load0, (load_average() or [None])[0]
-        if reference is not None and name in REFERENCE_FIGURES:
-            ref_load0 = (load_average() or [None])[0]
-            ref = reference.figure(REFERENCE_FIGURES[name], runs=runs, train_runs=train_runs)
-            ref["load_start"], ref["load_end"] = ref_load0, (load_average() or [None])[0]
-            line = side_by_side(line, ref, comparable=not tiny)
         line.update(peak_memory_mib())
         emit(line)
         lines.append(line)
 
     for name in names:
-        measure(name, plan[name])
+        measure(name)
         if cpu_bf16 and info["platform"] == "cpu" and name in bf16:
-            measure(f"{name}_bf16", bf16[name])
+            measure(name, "bfloat16")
     if accel and info["platform"] != "cpu":
         n = jax.device_count()
         mesh = sharding_lib.make_mesh(_mesh_cfg(), jax.devices())

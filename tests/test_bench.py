@@ -94,6 +94,76 @@ def test_side_by_side_with_the_official_code(capsys):
 
 
 
+_FAKE_HARNESS = """
+import os, time, types
+FWD = {"fwd_sr_x4_64": ("sr_x4", 8, "forward")}
+TRAIN = ("train_s3_x4_b2",)
+LOG = os.environ["FAKE_HARNESS_LOG"]
+refload = types.SimpleNamespace(setup=lambda: None)
+
+def _log(word):
+    with open(LOG, "a") as f:
+        f.write(word + "\\n")
+
+def get_model(kind):
+    def forward(x):
+        _log("theirs")
+        time.sleep(0.02)
+        return (x * 2,)
+    return forward
+
+def make_train(kind, batch):
+    def g_step():
+        _log("theirs")
+        time.sleep(0.03)
+    return g_step, (lambda: time.sleep(0.01)), {}
+"""
+
+
+def _fake_reference(tmp_path, monkeypatch, source=_FAKE_HARNESS):
+    """A Reference whose harness is a stand-in ``bench_ref.py`` that logs each call."""
+    (tmp_path / "official" / "basicsr").mkdir(parents=True)
+    harness = tmp_path / "harness"
+    harness.mkdir()
+    (harness / "bench_ref.py").write_text(source)
+    log = tmp_path / "calls.log"
+    monkeypatch.setenv("FAKE_HARNESS_LOG", str(log))
+    import sys
+
+    return bench.Reference(str(tmp_path / "official"), threads=1, python=sys.executable,
+                           harness=str(harness)), log
+
+
+def test_lockstep_alternates_ours_and_theirs_run_by_run(tmp_path, monkeypatch):
+    reference, log = _fake_reference(tmp_path, monkeypatch)
+
+    def ours():
+        with open(log, "a") as f:
+            f.write("ours\n")
+
+    with reference.start("fwd_sr_x4_64") as theirs:
+        timing, ref = bench.interleaved(ours, theirs, rounds=3)
+    # theirs warms up in the child, ours once here, then strict alternation
+    assert log.read_text().split() == ["theirs", "ours"] + ["ours", "theirs"] * 3
+    assert timing["runs"] == 3 and len(ref["times_s"]) == 3
+    assert all(t >= 0.02 for t in ref["times_s"]) and ref["median_s"] >= 0.02
+    assert ref["figure"] == "fwd_sr_x4_64" and ref["threads"] == 1
+
+    with reference.start("train_s3_x4_b2") as theirs:
+        _, ref = bench.interleaved(lambda: None, theirs, rounds=2)
+    assert ref["g_step_median_s"] >= 0.03 and ref["d_step_median_s"] >= 0.01
+    assert ref["median_s"] >= ref["g_step_median_s"] + ref["d_step_median_s"] - 1e-3
+
+
+def test_a_failing_official_harness_is_one_error_line(tmp_path, monkeypatch):
+    from adacode_jax import errors
+
+    reference, _ = _fake_reference(tmp_path, monkeypatch,
+                                   source="raise ImportError('no module named timm')\n")
+    with pytest.raises(errors.UserError, match="official code .fwd_sr_x4_64. failed: .*timm"):
+        reference.start("fwd_sr_x4_64")
+
+
 def test_accelerator_lines_run_on_fake_devices(monkeypatch):
     """The lines a GPU or TPU gets (bf16 inference at batch 8 per call, the bf16 stage III
     step on a data-parallel mesh of every device, its MFU), run here on the 8 fake CPU
