@@ -25,6 +25,9 @@ def _grads(fn, x, w, g):
     (2, 8, 8, 6, 5, 1, 1, ((0, 0), (0, 0))),        # 1x1
     (1, 10, 12, 3, 4, 3, 2, ((0, 2), (1, 0))),      # asymmetric padding
     (2, 7, 7, 3, 2, 2, 3, ((0, 0), (0, 0))),        # stride larger than the kernel
+    (2, 9, 6, 4, 3, 2, 1, ((1, 0), (1, 0))),        # k2 s1 asymmetric (the weight predictor)
+    (1, 6, 5, 3, 2, 3, 1, ((0, 2), (2, 1))),        # k3 s1 asymmetric
+    (1, 6, 6, 2, 3, 1, 1, ((1, 1), (0, 1))),        # padding beyond k - 1: XLA's gradient
 ])
 def test_gradients_equal_xla(b, h, wd, c, o, k, s, pads):
     kx, kw, kg = jax.random.split(jax.random.key(0), 3)

@@ -10,6 +10,9 @@ The forward pass is XLA's own convolution, unchanged. On CPU the backward pass d
   output rows instead, ``dWᵀ = Σ_blocks g_blockᵀ · patches(x_block)``, looped (``lax.scan``)
   over blocks of about a thousand output pixels, so that each block's k·k·C-wide patch matrix
   stays in cache: 100–170 GFLOP/s on the same shapes.
+* **Input gradient of stride-1 convolutions.** XLA's transposed convolution, written out as
+  the forward convolution of the output gradient with the flipped, channel-swapped kernel,
+  which XLA:CPU runs as fast as the forward pass (up to 20% faster for 256→256 layers).
 * **Input gradient of strided convolutions.** XLA computes it as a convolution over the
   stride-dilated output gradient, three quarters of which are zeros for stride 2 (95 GFLOP/s
   against 250 for the forward). Here each of the s·s output phases is a stride-1 convolution
@@ -91,6 +94,8 @@ def _conv_bwd(strides, pads, precision, res, g):
 
     def cpu_dx(x, w, g):
         if strides == (1, 1):
+            if all(0 <= p <= k - 1 for (lo, hi), k in zip(pads, w.shape[:2]) for p in (lo, hi)):
+                return input_grad_stride1(w, g, pads, precision).astype(x.dtype)
             return xla_dx(x, w, g)
         return input_grad_by_phases(x.shape, w, g, strides, pads, precision).astype(x.dtype)
 
@@ -146,6 +151,20 @@ def filter_grad_by_blocks(x, g, w_shape, strides, pads, precision=None,
         dw_t, _ = lax.scan(body, jnp.zeros((b, o, kh * kw * c), jnp.float32),
                            jnp.arange(n_blocks))
     return dw_t.sum(axis=0).T.reshape(kh, kw, c, o)
+
+
+def input_grad_stride1(w, g, pads, precision=None) -> jax.Array:
+    """``dL/dx`` of a stride-1 ``conv(x, W)`` with padding ``pads`` (each within 0..k-1):
+    the forward convolution of ``g`` with the kernel flipped in space and its channel axes
+    swapped, padded by k - 1 - p. The same sums as XLA's transposed convolution (equal
+    results in ``tests/test_conv.py``), but XLA:CPU runs this form as a plain forward
+    convolution: on an AVX2 machine 80 against 103 ms for 64², 256→256 at batch 2."""
+    kh, kw = w.shape[:2]
+    (pt, pb), (pl, pr) = pads
+    w_t = jnp.swapaxes(w[::-1, ::-1], 2, 3)          # (kh, kw, O, C)
+    return lax.conv_general_dilated(g, w_t, (1, 1),
+                                    ((kh - 1 - pt, kh - 1 - pb), (kw - 1 - pl, kw - 1 - pr)),
+                                    dimension_numbers=NHWC, precision=precision)
 
 
 def input_grad_by_phases(x_shape, w, g, strides, pads, precision=None) -> jax.Array:
