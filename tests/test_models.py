@@ -161,3 +161,30 @@ def test_config_validation_messages():
         models.build(cfg)
     with pytest.raises(ValueError, match="unknown network kind"):
         models.model_config("sr_x8")
+
+
+@pytest.mark.parametrize("shape,out", [((2, 7, 5, 8), 6), ((1, 4, 4, 3), 64)])
+def test_upsample_conv_equals_upsample_then_conv(shape, out):
+    """The sub-pixel form of Upsample(x2) + Conv k3 p1: values and both gradients equal the
+    plain composition up to float32 rounding of the pre-summed taps."""
+    from jax import lax
+
+    from adacode_jax.models import layers
+
+    x = jax.random.normal(jax.random.key(0), shape)
+    w = jax.random.normal(jax.random.key(1), (3, 3, shape[-1], out))
+
+    def plain(x, w):
+        return lax.conv_general_dilated(layers.upsample_nearest(x), w, (1, 1), ((1, 1), (1, 1)),
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    want, vjp_want = jax.vjp(plain, x, w)
+    got, vjp_got = jax.vjp(layers.upsample2x_conv3x3, x, w)
+    assert got.shape == want.shape == (shape[0], 2 * shape[1], 2 * shape[2], out)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * float(jnp.abs(want).max()))
+    g = jax.random.normal(jax.random.key(2), want.shape)
+    for a, b in zip(vjp_got(g), vjp_want(g)):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * float(jnp.abs(b).max()))
+    # the module keeps nn.Conv's parameter names and shapes (checkpoints, official names)
+    params = layers.UpsampleConv(out).init(jax.random.key(3), x)["params"]
+    assert {k: v.shape for k, v in params.items()} == {"kernel": w.shape, "bias": (out,)}
