@@ -13,6 +13,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from adacode_jax.models.dense import dot_general
 from adacode_jax.models.layers import torch_conv
@@ -20,6 +21,14 @@ from adacode_jax.models.layers import torch_conv
 Dtype = Any
 # nn.Dense with the kernel gradient XLA:CPU computes well (see adacode_jax.models.dense).
 Dense = functools.partial(nn.Dense, dot_general=dot_general)
+
+
+def gelu(x: jnp.ndarray) -> jnp.ndarray:
+    """Exact GELU as torch computes it on CPU, ``x/2 · (1 + erf(x/√2))``. ``nn.gelu``'s exact
+    form goes through ``erfc``, which XLA:CPU evaluates 6× slower than ``erf`` (7.5 against
+    1.2 ms on a (2, 32, 32, 1024) map, AVX2); the values differ by float32 rounding (max abs
+    1.1e-6 against float64 on |x| ≤ 12, where torch's own float32 GELU is off by 3.8e-7)."""
+    return 0.5 * x * (1.0 + lax.erf(x * float(np.sqrt(0.5))))   # Python floats: x's dtype
 
 
 def relative_position_index(window: int) -> np.ndarray:
@@ -129,7 +138,7 @@ class SwinBlock(nn.Module):
         x = x + y
         y = nn.LayerNorm(**ln, name="norm2")(x)
         y = Dense(int(c * self.mlp_ratio), **kw, name="mlp.fc1")(y)
-        y = Dense(c, **kw, name="mlp.fc2")(nn.gelu(y, approximate=False))
+        y = Dense(c, **kw, name="mlp.fc2")(gelu(y))
         return x + y
 
 
