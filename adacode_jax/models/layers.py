@@ -10,6 +10,7 @@ import functools
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 from jax import lax
 
@@ -41,16 +42,30 @@ def upsample_nearest(x: jnp.ndarray, factor: int = 2) -> jnp.ndarray:
     return jnp.repeat(jnp.repeat(x, factor, axis=1), factor, axis=2)
 
 
-def upsample2x_conv3x3(x: jnp.ndarray, kernel: jnp.ndarray, precision=None) -> jnp.ndarray:
+def _plain_upsample_conv(x, kernel):
+    return conv_general_dilated(upsample_nearest(x), kernel, (1, 1), ((1, 1), (1, 1)),
+                                dimension_numbers=NHWC)
+
+
+@jax.custom_vjp
+def upsample2x_conv3x3(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
     """``conv3x3(upsample_nearest(x, 2), kernel)`` with padding 1, computed on the small image.
 
     Output row 2i reads upsampled rows 2i-1, 2i, 2i+1, i.e. source rows i-1, i, i: a 2-tap
     filter ``(k0, k1 + k2)`` over rows (i-1, i); row 2i+1 reads source rows i, i, i+1:
     ``(k0 + k1, k2)`` over (i, i+1); the same along columns. So each of the four output phases
     is a 2×2 convolution of ``x`` with summed taps, and the four are interleaved back: 16
-    instead of 36 multiply-adds per source pixel and channel pair, for the forward pass and
-    both gradients. The same sums as the official Upsample + Conv2d up to float32 rounding of
-    the pre-summed taps (``tests/test_models.py``)."""
+    instead of 36 multiply-adds per source pixel and channel pair. The same sums as the
+    official Upsample + Conv2d up to float32 rounding of the pre-summed taps
+    (``tests/test_models.py``).
+
+    The backward pass is the plain composition's: differentiating the four phase convolutions
+    would give four 2×2 kernel gradients, each summed over the batch, so data-parallel training
+    would all-reduce 16 taps per kernel instead of 9 (``tests/test_comm.py``)."""
+    return _subpixel_upsample_conv(x, kernel)
+
+
+def _subpixel_upsample_conv(x, kernel):
     k = kernel
     rows = ((k[0], k[1] + k[2]), (k[0] + k[1], k[2]))       # phase -> the 2 row taps
     pads = ((1, 0), (0, 1))                                  # phase -> source rows (i-1, i) / (i, i+1)
@@ -60,14 +75,25 @@ def upsample2x_conv3x3(x: jnp.ndarray, kernel: jnp.ndarray, precision=None) -> j
         kr = jnp.stack(rows[r])                              # (2, 3, C, O)
         cols = ((kr[:, 0], kr[:, 1] + kr[:, 2]), (kr[:, 0] + kr[:, 1], kr[:, 2]))
         for q in range(2):
-            phase = conv_general_dilated(x, jnp.stack(cols[q], axis=1), (1, 1),
-                                         (pads[r], pads[q]), dimension_numbers=NHWC,
-                                         precision=precision)
+            phase = lax.conv_general_dilated(x, jnp.stack(cols[q], axis=1), (1, 1),
+                                             (pads[r], pads[q]), dimension_numbers=NHWC)
             # Interleave by interior padding (no reshape: it keeps explicit batch sharding);
             # each output pixel gets one phase's value plus zeros, so the sum is exact.
             spread = lax.pad(phase, zero, ((0, 0, 0), (r, 1 - r, 1), (q, 1 - q, 1), (0, 0, 0)))
             out = spread if out is None else out + spread
     return out
+
+
+def _upsample_conv_fwd(x, kernel):
+    return _subpixel_upsample_conv(x, kernel), (x, kernel)
+
+
+def _upsample_conv_bwd(res, g):
+    x, kernel = res
+    return jax.vjp(_plain_upsample_conv, x, kernel)[1](g)
+
+
+upsample2x_conv3x3.defvjp(_upsample_conv_fwd, _upsample_conv_bwd)
 
 
 class UpsampleConv(nn.Module):
