@@ -146,8 +146,6 @@ def peak_memory_mib() -> dict:
 
 def time_calls(fn: Callable[[], Any], runs: int, warmup: int = 1) -> dict:
     """Median and min wall time of ``fn()`` (which must block until its result is ready)."""
-    import numpy as np
-
     for _ in range(warmup):
         fn()
     times = []
@@ -155,8 +153,15 @@ def time_calls(fn: Callable[[], Any], runs: int, warmup: int = 1) -> dict:
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
+    return _our_timing(times)
+
+
+def _our_timing(times: list[float]) -> dict:
+    """Our line's timing fields from the wall times of the timed runs."""
+    import numpy as np
+
     return {"ours_s": round(float(np.median(times)), 4), "min_s": round(min(times), 4),
-            "runs": runs, "times_s": [round(t, 4) for t in times]}
+            "runs": len(times), "times_s": [round(t, 4) for t in times]}
 
 
 def _flops(compiled) -> float | None:
@@ -467,6 +472,15 @@ print(json.dumps({"torch": torch.__version__, "torch_threads": torch.get_num_thr
 """
 
 
+def _official_failed(what: str, output: str, returncode: int) -> errors.UserError:
+    """One error line for a child process of the official code that failed: the last lines
+    of its output."""
+    tail = output.strip().splitlines()[-3:]
+    return errors.UserError(f"official code ({what}) failed: "
+                            + (" | ".join(tail) or f"exit {returncode}"),
+                            "check --reference-repo and --reference-python (bench/README.md)")
+
+
 class Reference:
     """The official code, timed by the refbench harness in child processes.
 
@@ -497,10 +511,8 @@ class Reference:
         proc = subprocess.run([self.python, *args], env=env, capture_output=True, text=True,
                               cwd=self.harness)
         if proc.returncode:
-            tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-            raise errors.UserError(f"official code ({' '.join(args[:2])}) failed: "
-                                   + " | ".join(tail), "check --reference-repo and "
-                                   "--reference-python (bench/README.md)")
+            raise _official_failed(" ".join(args[:2]), proc.stderr or proc.stdout,
+                                   proc.returncode)
         return [json.loads(row) for row in proc.stdout.splitlines() if row.startswith("{")]
 
     def probe(self) -> dict:
@@ -537,11 +549,8 @@ class LockStep:
             row = self._proc.stdout.readline()
             if not row:
                 self._proc.wait()
-                tail = self._proc.stderr.read().strip().splitlines()[-3:]
-                raise errors.UserError(f"official code ({self.figure}) failed: "
-                                       + (" | ".join(tail) or f"exit {self._proc.returncode}"),
-                                       "check --reference-repo and --reference-python "
-                                       "(bench/README.md)")
+                raise _official_failed(self.figure, self._proc.stderr.read(),
+                                       self._proc.returncode)
             if row.startswith("{"):
                 return json.loads(row)
 
@@ -596,9 +605,7 @@ def interleaved(call: Callable[[], Any], theirs: LockStep, rounds: int) -> tuple
     for part in ("g_step", "d_step"):
         if f"{part}_s" in rows[0]:
             ref[f"{part}_median_s"] = round(float(np.median([r[f"{part}_s"] for r in rows])), 4)
-    timing = {"ours_s": round(float(np.median(ours)), 4), "min_s": round(min(ours), 4),
-              "runs": rounds, "times_s": [round(t, 4) for t in ours]}
-    return timing, ref
+    return _our_timing(ours), ref
 
 
 def side_by_side(line: dict, ref: dict, *, comparable: bool) -> dict:
