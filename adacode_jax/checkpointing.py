@@ -217,7 +217,17 @@ def _sync(name: str) -> None:
 
 class DiskFullError(errors.UserError):
     """A checkpoint or export did not fit on the disk (ENOSPC, EDQUOT); the message names the
-    path, the space needed and the space free."""
+    path, the space needed and the space free.
+
+    ``needed`` and ``free`` (bytes; ``free`` is None where it could not be read) are the
+    figures of the message: free space as it was once the partial output had been removed.
+    """
+
+    def __init__(self, what: str, fix: str | None = None, *, needed: int = 0,
+                 free: int | None = None):
+        super().__init__(what, fix)
+        self.needed = needed
+        self.free = free
 
 
 _DISK_FULL_TEXT = re.compile(r"No space left on device|Disk quota exceeded|"
@@ -327,7 +337,7 @@ def disk_full_reported(path: str, what: str, nbytes: int, fix: str, cleanup=None
         space = f"needs about {_fmt_bytes(nbytes)}" + (
             f", {_fmt_bytes(free)} free" if free is not None else "")
         raise DiskFullError(f"{path}: no space left on device while writing {what} ({space})",
-                            fix) from None
+                            fix, needed=int(nbytes), free=free) from None
     finally:
         if own:
             held.__exit__(None, None, None)
