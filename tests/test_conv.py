@@ -57,6 +57,23 @@ def test_filter_gradient_blocks_cover_every_row():
     np.testing.assert_allclose(np.asarray(dw), np.asarray(ref), atol=1e-5)
 
 
+def test_filter_gradient_per_example_sums_to_the_batch_gradient():
+    """``per_example=True`` keeps the batch axis: entry i is example i's own gradient."""
+    x = jax.random.normal(jax.random.key(3), (3, 9, 7, 4))
+    g = jax.random.normal(jax.random.key(4), (3, 9, 7, 5))
+    pads = ((1, 0), (0, 1))
+    per = conv.filter_grad_by_blocks(x, g, (2, 2, 4, 5), (1, 1), pads, block_pixels=20,
+                                     per_example=True)
+    assert per.shape == (3, 2, 2, 4, 5)
+    for i in range(3):
+        ref = jax.vjp(lambda w: lax.conv_general_dilated(x[i:i + 1], w, (1, 1), pads,
+                                                         dimension_numbers=conv.NHWC),
+                      jnp.zeros((2, 2, 4, 5)))[1](g[i:i + 1])[0]
+        np.testing.assert_allclose(np.asarray(per[i]), np.asarray(ref), atol=1e-5)
+    total = conv.filter_grad_by_blocks(x, g, (2, 2, 4, 5), (1, 1), pads, block_pixels=20)
+    np.testing.assert_allclose(np.asarray(per.sum(0)), np.asarray(total), atol=1e-5)
+
+
 def test_other_convolutions_go_to_lax_unchanged():
     """Dilated, grouped or string-padded convolutions are lax's (gradients bit-identical)."""
     x = jax.random.normal(jax.random.key(3), (1, 9, 9, 4))

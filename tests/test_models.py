@@ -188,3 +188,31 @@ def test_upsample_conv_equals_upsample_then_conv(shape, out):
     # the module keeps nn.Conv's parameter names and shapes (checkpoints, official names)
     params = layers.UpsampleConv(out).init(jax.random.key(3), x)["params"]
     assert {k: v.shape for k, v in params.items()} == {"kernel": w.shape, "bias": (out,)}
+
+
+def test_upsample_conv_gradient_reduces_nine_taps_under_data_parallelism():
+    """With the batch sharded, the kernel gradient's all-reduce carries the 3×3 kernel (9
+    taps), not the four 2×2 phase kernels (16): the phase gradients are mapped onto the 3×3
+    taps per example, before the sum over the batch."""
+    import re
+
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+    from adacode_jax.models import layers
+
+    devices = jax.devices()
+    if len(devices) < 2:
+        pytest.skip("needs several (fake) devices")
+    mesh = Mesh(np.array(devices), ("data",))
+    c, o = 8, 16
+    x = jax.device_put(jnp.ones((len(devices), 6, 6, c)), NamedSharding(mesh, P("data")))
+    w = jax.device_put(jnp.ones((3, 3, c, o)), NamedSharding(mesh, P()))
+    loss = lambda w, x: jnp.sum(layers.upsample2x_conv3x3(x, w) ** 2)  # noqa: E731
+    text = jax.jit(jax.grad(loss)).lower(w, x).compile().as_text()
+    reduced = 0
+    for line in text.splitlines():
+        m = re.search(r"= (\(.*?\)|\S+) all-reduce(?:-start)?\(", line)
+        if m:
+            reduced += sum(int(np.prod([int(d) for d in dims.split(",") if d]))
+                           for dims in re.findall(r"f32\[([\d,]*)\]", m.group(1)))
+    assert reduced == 9 * c * o, (reduced, 16 * c * o)

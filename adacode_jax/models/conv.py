@@ -111,10 +111,14 @@ _conv.defvjp(_conv_fwd, _conv_bwd)
 
 
 def filter_grad_by_blocks(x, g, w_shape, strides, pads, precision=None,
-                          block_pixels: int = BLOCK_PIXELS) -> jax.Array:
+                          block_pixels: int = BLOCK_PIXELS, per_example: bool = False) -> jax.Array:
     """``dL/dW`` (kh, kw, C, O) of ``conv(x, W)`` for output gradient ``g`` (B, Ho, Wo, O):
     per example, Σ over blocks of output rows of (the block's rows of g)ᵀ · (patch matrix of
-    the block), accumulated in float32, then summed over the batch and transposed."""
+    the block), accumulated in float32, then summed over the batch and transposed.
+
+    ``per_example``: return the (B, kh, kw, C, O) gradients of each example, not their sum
+    (for a caller that maps them to other parameters before the sum over the batch, which is
+    the all-reduce of data-parallel training)."""
     kh, kw, c, o = w_shape
     sh, sw = strides
     b, ho, wo, _ = g.shape
@@ -150,6 +154,8 @@ def filter_grad_by_blocks(x, g, w_shape, strides, pads, precision=None,
             return acc + block(i), None
         dw_t, _ = lax.scan(body, jnp.zeros((b, o, kh * kw * c), jnp.float32),
                            jnp.arange(n_blocks))
+    if per_example:
+        return jnp.swapaxes(dw_t, 1, 2).reshape(b, kh, kw, c, o)
     return dw_t.sum(axis=0).T.reshape(kh, kw, c, o)
 
 

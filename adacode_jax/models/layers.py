@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from adacode_jax.models import conv
 from adacode_jax.models.conv import NHWC, conv_general_dilated
 
 Dtype = Any
@@ -59,29 +60,64 @@ def upsample2x_conv3x3(x: jnp.ndarray, kernel: jnp.ndarray) -> jnp.ndarray:
     official Upsample + Conv2d up to float32 rounding of the pre-summed taps
     (``tests/test_models.py``).
 
-    The backward pass is the plain composition's: differentiating the four phase convolutions
-    would give four 2×2 kernel gradients, each summed over the batch, so data-parallel training
-    would all-reduce 16 taps per kernel instead of 9 (``tests/test_comm.py``)."""
+    Backward on CPU: the same four phase convolutions differentiated (16 instead of 36
+    multiply-adds again). Their 2×2 kernel gradients are kept per example, mapped onto the
+    3×3 taps, and only then summed over the batch: summing each phase's gradient over the batch
+    first would make data-parallel training all-reduce 16 taps per kernel instead of 9
+    (``tests/test_comm.py``). On other platforms the gradients are the plain composition's."""
     return _subpixel_upsample_conv(x, kernel)
 
 
+# Per output phase r (even / odd rows): source-row padding of its 2×2 convolution, and which
+# 3×3 taps make up each of its two taps (rows (i-1, i) get (k0, k1 + k2); (i, i+1) get
+# (k0 + k1, k2)). The same holds for columns.
+_PHASE_PADS = ((1, 0), (0, 1))
+_PHASE_TAPS = (((0,), (1, 2)), ((0, 1), (2,)))
+
+
+def _phase_kernel(kernel, r, q):
+    """The (2, 2, C, O) kernel of output phase (r, q): sums of the 3×3 taps."""
+    rows = [sum(kernel[t] for t in ts) for ts in _PHASE_TAPS[r]]             # 2 × (3, C, O)
+    return jnp.stack([jnp.stack([sum(row[u] for u in us) for us in _PHASE_TAPS[q]])
+                      for row in rows])
+
+
 def _subpixel_upsample_conv(x, kernel):
-    k = kernel
-    rows = ((k[0], k[1] + k[2]), (k[0] + k[1], k[2]))       # phase -> the 2 row taps
-    pads = ((1, 0), (0, 1))                                  # phase -> source rows (i-1, i) / (i, i+1)
     zero = jnp.zeros((), x.dtype)
     out = None
     for r in range(2):
-        kr = jnp.stack(rows[r])                              # (2, 3, C, O)
-        cols = ((kr[:, 0], kr[:, 1] + kr[:, 2]), (kr[:, 0] + kr[:, 1], kr[:, 2]))
         for q in range(2):
-            phase = lax.conv_general_dilated(x, jnp.stack(cols[q], axis=1), (1, 1),
-                                             (pads[r], pads[q]), dimension_numbers=NHWC)
+            phase = lax.conv_general_dilated(x, _phase_kernel(kernel, r, q), (1, 1),
+                                             (_PHASE_PADS[r], _PHASE_PADS[q]),
+                                             dimension_numbers=NHWC)
             # Interleave by interior padding (no reshape: it keeps explicit batch sharding);
             # each output pixel gets one phase's value plus zeros, so the sum is exact.
             spread = lax.pad(phase, zero, ((0, 0, 0), (r, 1 - r, 1), (q, 1 - q, 1), (0, 0, 0)))
             out = spread if out is None else out + spread
     return out
+
+
+def _subpixel_grads(x, kernel, g):
+    """(dx, dkernel) of :func:`_subpixel_upsample_conv` through its four phase convolutions."""
+    c, o = kernel.shape[2:]
+    dx = None
+    parts = {}                     # 3×3 tap (t, u) -> per-example (B, C, O) phase-tap gradients
+    for r in range(2):
+        for q in range(2):
+            pads = (_PHASE_PADS[r], _PHASE_PADS[q])
+            g_rq = g[:, r::2, q::2]
+            d = conv.input_grad_stride1(_phase_kernel(kernel, r, q), g_rq, pads)
+            dx = d if dx is None else dx + d
+            dk_rq = conv.filter_grad_by_blocks(x, g_rq, (2, 2, c, o), (1, 1), pads,
+                                               per_example=True)           # (B, 2, 2, C, O)
+            for a, ts in enumerate(_PHASE_TAPS[r]):
+                for e, us in enumerate(_PHASE_TAPS[q]):
+                    for t in ts:
+                        for u in us:
+                            parts.setdefault((t, u), []).append(dk_rq[:, a, e])
+    dk = jnp.stack([jnp.stack([sum(parts[t, u]) for u in range(3)], axis=1)
+                    for t in range(3)], axis=1)                             # (B, 3, 3, C, O)
+    return dx.astype(x.dtype), dk.sum(axis=0).astype(kernel.dtype)
 
 
 def _upsample_conv_fwd(x, kernel):
@@ -90,7 +126,11 @@ def _upsample_conv_fwd(x, kernel):
 
 def _upsample_conv_bwd(res, g):
     x, kernel = res
-    return jax.vjp(_plain_upsample_conv, x, kernel)[1](g)
+
+    def plain(x, kernel, g):
+        return jax.vjp(_plain_upsample_conv, x, kernel)[1](g)
+
+    return lax.platform_dependent(x, kernel, g, cpu=_subpixel_grads, default=plain)
 
 
 upsample2x_conv3x3.defvjp(_upsample_conv_fwd, _upsample_conv_bwd)
