@@ -59,7 +59,7 @@ import tempfile
 import time
 from typing import Any, Callable
 
-from adacode_jax import errors
+from adacode_jax import errors, hostmem
 
 # Dense bf16 peak FLOP/s per chip, for the utilisation figure (vendor data sheets).
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12,
@@ -436,7 +436,8 @@ def machine() -> dict:
             "cores_visible": os.cpu_count(), "cores_used": len(os.sched_getaffinity(0)),
             # XLA:CPU's intra-op pool takes one thread per core this process may run on
             "xla_threads": len(os.sched_getaffinity(0)), "load_average": load_average(), "python": platform.python_version(),
-            "jax": jax.__version__, "xla_flags": os.environ.get("XLA_FLAGS", "")}
+            "jax": jax.__version__, "xla_flags": os.environ.get("XLA_FLAGS", ""),
+            "host_memory": hostmem.state}
 
 
 # ---- the official code beside ours ---------------------------------------------------------------

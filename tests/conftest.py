@@ -12,6 +12,10 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
                       os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                    ".pytest_cache", "jax"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+# Test workers run many programs one after another in one process: let glibc return freed
+# memory as usual (adacode_jax.hostmem keeps it for a training run; tests/test_hostmem.py
+# checks that policy in child processes of its own).
+os.environ.setdefault("ADACODE_KEEP_FREED_MEMORY", "0")
 
 from absl import flags  # noqa: E402
 

@@ -9,7 +9,7 @@ import argparse
 import os
 import sys
 
-from adacode_jax import errors
+from adacode_jax import errors, hostmem
 from adacode_jax.cli import common
 
 # LPIPS loading imports TensorFlow through clu-free paths too: no C++ start-up banner.
@@ -69,6 +69,7 @@ def _main(argv: list[str] | None = None) -> int:
             raise errors.UserError("--threads: JAX is already imported in this process",
                                    "run the benchmark as its own command")
         os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[: args.threads])
+    hostmem.keep_freed_memory()        # before JAX's CPU client starts its threads
     if args.quick:
         args.runs, args.train_runs, args.data_seconds = 1, 1, 0.5
     from absl import flags

@@ -19,7 +19,7 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")   # TF only reads data and w
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from adacode_jax import errors, resources
+from adacode_jax import errors, hostmem, resources
 from adacode_jax.cli import common
 
 PROG = "adacode-train"
@@ -206,6 +206,8 @@ def run_training(argv) -> None:
         raise errors.UserError("--workdir is missing", "give the run directory (a rerun resumes "
                                "from it), or --describe to only print the config")
     logging.get_absl_handler().addFilter(_QuietLibraries())
+    # Before JAX's CPU client starts its threads: XLA:CPU's per-step buffers stay mapped.
+    logging.info("host memory: %s (adacode_jax.hostmem)", hostmem.keep_freed_memory())
     _maybe_initialize_distributed()
     import jax
 
