@@ -14,8 +14,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from adacode_jax.models import conv
-from adacode_jax.models.conv import NHWC, conv_general_dilated
+from adacode_jax.models.conv import (NHWC, conv_general_dilated, filter_grad_by_blocks,
+                                     input_grad_stride1)
 
 Dtype = Any
 
@@ -106,10 +106,10 @@ def _subpixel_grads(x, kernel, g):
         for q in range(2):
             pads = (_PHASE_PADS[r], _PHASE_PADS[q])
             g_rq = g[:, r::2, q::2]
-            d = conv.input_grad_stride1(_phase_kernel(kernel, r, q), g_rq, pads)
+            d = input_grad_stride1(_phase_kernel(kernel, r, q), g_rq, pads)
             dx = d if dx is None else dx + d
-            dk_rq = conv.filter_grad_by_blocks(x, g_rq, (2, 2, c, o), (1, 1), pads,
-                                               per_example=True)           # (B, 2, 2, C, O)
+            dk_rq = filter_grad_by_blocks(x, g_rq, (2, 2, c, o), (1, 1), pads,
+                                          per_example=True)           # (B, 2, 2, C, O)
             for a, ts in enumerate(_PHASE_TAPS[r]):
                 for e, us in enumerate(_PHASE_TAPS[q]):
                     for t in ts:
