@@ -25,7 +25,8 @@ harness ``tools/refbench/bench_ref.py`` builds and warms it up in a child proces
 (:mod:`adacode_jax.refdriver`), then ours and theirs alternate run by run (ours once, theirs
 once, ``--runs`` or ``--train-runs`` rounds), on the same cores with the same thread count
 (``torch.set_num_threads`` = XLA's intra-op threads = ``--threads``) and the same inputs (the
-harness's ``torch.rand`` tensors, seeds 1234 and 99, are generated once and fed to ours). The
+harness's ``torch.rand`` tensors, seeds 1234 and 99, are generated once and fed to ours),
+under the same allocator policy (:mod:`adacode_jax.hostmem`, applied in both processes). The
 official code's time drifts by about 10% over minutes on a shared machine; alternating run by
 run makes both sides see the same drift. Only then does a line carry ``reference_s`` and
 ``ratio`` (median ours / median official). Without a reference repository a line has our
@@ -602,7 +603,7 @@ def interleaved(call: Callable[[], Any], theirs: LockStep, rounds: int) -> tuple
     ref = {"figure": theirs.figure, "median_s": round(float(np.median(ref_s)), 4),
            "min_s": round(min(ref_s), 4), "times_s": [round(t, 4) for t in ref_s],
            "threads": theirs.info.get("threads"), "torch": theirs.info.get("torch"),
-           "protocol": "alternating run by run"}
+           "host_memory": theirs.info.get("host_memory"), "protocol": "alternating run by run"}
     for part in ("g_step", "d_step"):
         if f"{part}_s" in rows[0]:
             ref[f"{part}_median_s"] = round(float(np.median([r[f"{part}_s"] for r in rows])), 4)

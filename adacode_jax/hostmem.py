@@ -13,6 +13,10 @@ page faults. The cost is that the process keeps its peak memory until it exits, 
 a training run or a benchmark does anyway. It is applied by the command-line front ends that
 run steps (``adacode_jax.main`` / training and ``adacode_jax.bench``), never on import;
 ``ADACODE_KEEP_FREED_MEMORY=0`` turns it off. Other C libraries (musl, macOS) are left alone.
+
+The benchmark's official side applies the same policy (``refdriver.py`` loads this file by
+path, so it must keep to the standard library): torch allocates through glibc too, and a ratio
+between two processes under different allocator settings would measure the allocator.
 """
 from __future__ import annotations
 

@@ -9,12 +9,27 @@ It builds the figure the way the shared harness ``tools/refbench/bench_ref.py`` 
 ``{"s": seconds}`` (and the G and D steps' seconds for a training figure). An empty line or
 end of input ends it. Between calls it waits on stdin, so the other side runs alone.
 
+Before torch starts, it applies our host-memory policy (``hostmem.py`` beside it, loaded by
+path: standard library only) exactly as our side does, so the two sides run under the same
+allocator settings; ``ADACODE_KEEP_FREED_MEMORY=0`` turns it off for both. What it did is in
+the ``ready`` line (``host_memory``).
+
 This file must not import :mod:`adacode_jax` (the reference interpreter does not have it).
 """
+import importlib.util
 import json
 import os
 import sys
 import time
+
+
+def _keep_freed_memory() -> str:
+    """``hostmem.keep_freed_memory()`` of the file beside this one, without the package."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "hostmem.py")
+    spec = importlib.util.spec_from_file_location("adacode_hostmem", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.keep_freed_memory()
 
 
 def _closure(bench_ref, figure):
@@ -49,6 +64,7 @@ def _closure(bench_ref, figure):
 
 def main(argv):
     harness, figure, threads, warmup = argv[1], argv[2], int(argv[3]), int(argv[4])
+    host_memory = _keep_freed_memory()     # before torch allocates or starts its threads
     sys.path.insert(0, harness)
     os.chdir(harness)
     import torch
@@ -61,7 +77,8 @@ def main(argv):
     for _ in range(warmup):
         call()
     print(json.dumps({"ready": figure, "torch": torch.__version__,
-                      "threads": torch.get_num_threads()}), flush=True)
+                      "threads": torch.get_num_threads(), "host_memory": host_memory}),
+          flush=True)
     for line in sys.stdin:
         if line.strip() != "run":
             break
