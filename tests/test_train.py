@@ -166,7 +166,15 @@ def test_eight_devices_with_fsdp_match_one_device(tmp_path):
         return losses_by_step(d)
 
     one, eight = run(1, "one"), run(8, "eight")
-    for s in (1, 2, 3):
+    # Step 1 runs the same parameters on the same batch: only the summation order differs
+    # (2.3e-7 measured). After an update the bound is looser, because Adam's first steps
+    # are about lr * sign(g): a kernel entry whose gradient is near zero can move by +lr on
+    # one device and -lr on eight (single entries of 9216 differing by exactly 2*lr after
+    # step 1, seen with nn.GroupNorm as well as with another GroupNorm whose gradients agreed
+    # with it to 3e-7), and the later losses inherit that (4.6e-4 at step 3 here).
+    for k in one[1]:
+        np.testing.assert_allclose(eight[1][k], one[1][k], rtol=2e-6, atol=1e-7, err_msg=f"1 {k}")
+    for s in (2, 3):
         for k in one[s]:
             np.testing.assert_allclose(eight[s][k], one[s][k], rtol=2e-3, atol=1e-5, err_msg=f"{s} {k}")
 
