@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import os
 import platform
+import sys
 
 import pytest
 
-from adacode_jax import bench
+from adacode_jax import bench, hostmem
 
 
 def _json_lines(out: str) -> list[dict]:
@@ -129,8 +130,6 @@ def _fake_reference(tmp_path, monkeypatch, source=_FAKE_HARNESS):
     (harness / "bench_ref.py").write_text(source)
     log = tmp_path / "calls.log"
     monkeypatch.setenv("FAKE_HARNESS_LOG", str(log))
-    import sys
-
     return bench.Reference(str(tmp_path / "official"), threads=1, python=sys.executable,
                            harness=str(harness)), log
 
@@ -149,7 +148,7 @@ def test_lockstep_alternates_ours_and_theirs_run_by_run(tmp_path, monkeypatch):
     assert timing["runs"] == 3 and len(ref["times_s"]) == 3
     assert all(t >= 0.02 for t in ref["times_s"]) and ref["median_s"] >= 0.02
     assert ref["figure"] == "fwd_sr_x4_64" and ref["threads"] == 1
-    assert ref["host_memory"] == "off (ADACODE_KEEP_FREED_MEMORY=0)"   # tests/conftest.py's setting
+    assert ref["host_memory"] == f"off ({hostmem.ENV}=0)"   # tests/conftest.py's setting
 
     with reference.start("train_s3_x4_b2") as theirs:
         _, ref = bench.interleaved(lambda: None, theirs, rounds=2)
@@ -157,12 +156,13 @@ def test_lockstep_alternates_ours_and_theirs_run_by_run(tmp_path, monkeypatch):
     assert ref["median_s"] >= ref["g_step_median_s"] + ref["d_step_median_s"] - 1e-3
 
 
-@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the policy is glibc's mallopt")
+@pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
+                    reason="the policy is glibc's mallopt")
 def test_the_official_side_runs_under_our_host_memory_policy(tmp_path, monkeypatch):
     """Same allocator settings on both sides: the child applies hostmem before torch starts
     (the official code otherwise page-faults its per-step buffers in again every step)."""
     reference, _ = _fake_reference(tmp_path, monkeypatch)
-    monkeypatch.setenv("ADACODE_KEEP_FREED_MEMORY", "1")
+    monkeypatch.setenv(hostmem.ENV, "1")
     with reference.start("fwd_sr_x4_64") as theirs:
         _, ref = bench.interleaved(lambda: None, theirs, rounds=1)
     assert ref["host_memory"] == "kept"
