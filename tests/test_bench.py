@@ -64,6 +64,15 @@ def test_ratio_only_beside_a_figure_timed_in_the_same_run():
     assert "ratio" not in tiny and tiny["reference"] == ref
     text = bench.table([line], {"cpu_model": "x", "vector_extensions": ["avx2"]})
     assert "| 0.50 |" in text and "4.00 (3.50)" in text
+    assert "ratio_by_round" not in line                     # no per-run times: no spread
+
+    # rounds pair our i-th run with theirs (adjacent in time): each round's ratio, and the
+    # table shows their range beside the ratio of the medians
+    ref = {**ref, "times_s": [4.0, 3.5, 5.0]}
+    line = bench.side_by_side({"bench": "sr_x4_64", "ours_s": 2.1, "min_s": 2.0,
+                               "times_s": [2.1, 2.0, 2.8]}, ref, comparable=True)
+    assert line["ratio"] == 0.525 and line["ratio_by_round"] == [0.525, 0.571, 0.56]
+    assert "| 0.53 (0.53–0.57) |" in bench.table([line], {})
 
 
 def test_cpu_info_and_load_average():
@@ -208,7 +217,16 @@ def test_without_shared_the_checkout_gives_the_reference_weights_and_outputs(mon
         assert module.__name__ == "tests.refweights"
         x = module.make_input((1, 3, 8, 8), 1234)
         assert x.shape == (1, 3, 8, 8) and x.dtype == np.float32
-        out = bench._reference_outputs("sr_x4")
-        assert out is not None and out["out"].shape[:2] == (1, 3)
+        out, source = bench._reference_outputs("sr_x4")
+        assert source == "vendored" and out["out"].shape[:2] == (1, 3)
+        # the copy's rounding, which the table names next to errors measured against it
+        from tests import refdata
+        assert bench.VENDORED_ROUNDING == 2.0 ** -(refdata.CHECK_BITS + 1)
+        full = os.path.join(os.path.dirname(bench._REPO), "shared", "reference", "sr_x4_seed0.npz")
+        if os.path.exists(full):   # the float32 original beside the checkout (CI has it)
+            with np.load(full) as z:
+                want = z["out"].astype(np.float64)
+            rel = np.abs(out["out"] - want).max() / np.abs(want).max()
+            assert 0 < rel <= bench.VENDORED_ROUNDING * (1 + 1e-5), rel   # + float32 dequantising
     finally:
         bench.reference_weights_module.cache_clear()
