@@ -209,6 +209,7 @@ def test_without_shared_the_checkout_gives_the_reference_weights_and_outputs(mon
     tests/refweights.py and their outputs are checked against the vendored fixtures."""
     import numpy as np
 
+    shared = bench.reference_dir()   # the float32 original beside the checkout (CI has it)
     monkeypatch.setenv("ADACODE_REFERENCE_DIR", str(tmp_path / "absent"))
     bench.reference_weights_module.cache_clear()
     try:
@@ -222,9 +223,8 @@ def test_without_shared_the_checkout_gives_the_reference_weights_and_outputs(mon
         # the copy's rounding, which the table names next to errors measured against it
         from tests import refdata
         assert bench.VENDORED_ROUNDING == 2.0 ** -(refdata.CHECK_BITS + 1)
-        full = os.path.join(os.path.dirname(bench._REPO), "shared", "reference", "sr_x4_seed0.npz")
-        if os.path.exists(full):   # the float32 original beside the checkout (CI has it)
-            with np.load(full) as z:
+        if shared:
+            with np.load(os.path.join(shared, "sr_x4_seed0.npz")) as z:
                 want = z["out"].astype(np.float64)
             rel = np.abs(out["out"] - want).max() / np.abs(want).max()
             assert 0 < rel <= bench.VENDORED_ROUNDING * (1 + 1e-5), rel   # + float32 dequantising
