@@ -50,9 +50,13 @@ def test_bfloat16_compute_keeps_float32_params_and_quantiser():
     out16, aux16 = m16.apply(v, x)
     assert out16.dtype == jnp.float32 and aux16["codebook_loss"].dtype == jnp.float32
     assert aux16["weight_maps"].dtype == jnp.float32
-    # bf16 has 8 mantissa bits: outputs close, most code choices equal.
-    assert float(jnp.abs(out16 - out32).mean()) < 0.05 * float(jnp.abs(out32).mean()) + 1e-3
+    # bf16 has 8 mantissa bits: most code choices equal, and with the same codes forced the
+    # outputs close (about 1.9% mean relative error here). Without forcing, the few codes bf16
+    # flips dominate the decoder's difference (12-16% for this random tiny network), which
+    # says nothing about bf16's precision.
     assert float((aux16["indices"] == aux32["indices"]).mean()) > 0.8
+    forced, _ = m16.apply(v, x, force_indices=aux32["indices"])
+    assert float(jnp.abs(forced - out32).mean()) < 0.05 * float(jnp.abs(out32).mean())
 
 
 @pytest.mark.parametrize("kind,size,scale", [("sr_x4", (37, 53), 4), ("sr_x2", (45, 29), 2),
@@ -91,6 +95,46 @@ def test_weight_softmax_option_normalises_the_maps():
     v = _init(model, (1, 64, 64, 3))
     _, aux = model.apply(v, np.random.default_rng(4).random((1, 64, 64, 3), dtype=np.float32))
     np.testing.assert_allclose(np.asarray(aux["weight_maps"].sum(-1)), 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("shape,offset", [((2, 16, 12, 64), 0.0), ((1, 8, 8, 96), 300.0)])
+def test_group_norm_equals_flax_two_pass_and_float64(shape, offset):
+    """Our GroupNorm against the float64 two-pass result and nn.GroupNorm (values and
+    gradients), also where the mean is 300 standard deviations from zero (there float32's
+    mean itself is off by ~2e-5 standard deviations, for nn.GroupNorm as for ours)."""
+    import flax.linen as nn
+
+    from adacode_jax.models.layers import group_norm
+
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal(shape) + offset).astype(np.float32)
+    c = shape[-1]
+    scale = rng.standard_normal(c).astype(np.float32)
+    bias = rng.standard_normal(c).astype(np.float32)
+    x64 = x.astype(np.float64).reshape(shape[0], -1, 32, c // 32)
+    mu, var = x64.mean((1, 3), keepdims=True), x64.var((1, 3), keepdims=True)
+    want = ((x64 - mu) / np.sqrt(var + 1e-6)).reshape(shape) * scale + bias
+    ref = nn.GroupNorm(num_groups=32, epsilon=1e-6, use_fast_variance=False)
+
+    def ours(x, s, b):
+        return group_norm(x, s, b, 32, 1e-6)
+
+    def theirs(x, s, b):
+        return ref.apply({"params": {"scale": s, "bias": b}}, x)
+
+    def rel_err(a):
+        return np.abs(np.asarray(a, np.float64) - want).max() / np.abs(want).max()
+    assert rel_err(ours(x, scale, bias)) <= max(1.5 * rel_err(theirs(x, scale, bias)), 2e-6)
+    assert rel_err(ours(x, scale, bias)) < 5e-5
+
+    g = rng.standard_normal(shape).astype(np.float32)
+
+    def loss(fn):
+        return lambda x, s, b: jnp.vdot(jnp.tanh(fn(x, s, b)), g)
+    got = jax.grad(loss(ours), argnums=(0, 1, 2))(x, scale, bias)
+    exp = jax.grad(loss(theirs), argnums=(0, 1, 2))(x, scale, bias)
+    for a, b in zip(got, exp):
+        assert np.abs(np.asarray(a) - np.asarray(b)).max() <= 1e-4 * np.abs(np.asarray(b)).max()
 
 
 def test_remat_changes_nothing_numerically():

@@ -163,9 +163,51 @@ class NormLayer(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        # Two-pass variance, as torch computes it: E[x^2] - E[x]^2 loses digits in float32.
-        return nn.GroupNorm(num_groups=32, epsilon=1e-6, use_fast_variance=False,
-                            dtype=self.dtype, param_dtype=self.param_dtype, name="norm")(x)
+        return GroupNorm(32, 1e-6, dtype=self.dtype, param_dtype=self.param_dtype, name="norm")(x)
+
+
+def group_norm(x, scale, bias, groups: int, eps: float):
+    """GroupNorm over the pixels and each group's channels of NHWC ``x``: float32
+    statistics, two-pass variance (as torch; E[x²] − E[x]² loses digits in float32).
+
+    The sums run first per channel over the pixels (a reduction over the major axis, which
+    XLA:CPU vectorises along the contiguous channels), then over each group's channels; the
+    normalisation and the scale fold into one per-channel factor on ``x − mean``. The same
+    sums as ``nn.GroupNorm(use_fast_variance=False)`` in another order
+    (``tests/test_models.py``), which reduces over a (pixels, groups, channels per group)
+    view instead: on 2 CPU cores (AVX-512) the forward with SiLU 1.5-3x faster at 128²-256²
+    with 64-128 channels, forward and backward 1.4-2x (``bench/README.md``)."""
+    b, c = x.shape[0], x.shape[-1]
+    xf = x.astype(jnp.float32).reshape(b, -1, c)
+    n = xf.shape[1] * (c // groups)
+
+    def per_group(chan_sums):                   # (b, c) -> (b, c): each channel's group total
+        g = chan_sums.reshape(b, groups, c // groups).sum(-1, keepdims=True)
+        return jnp.broadcast_to(g, (b, groups, c // groups)).reshape(b, c)
+
+    mean = per_group(xf.sum(1)) / n
+    d = xf - mean[:, None]
+    var = per_group((d * d).sum(1)) / n
+    a = lax.rsqrt(var + eps) * scale.astype(jnp.float32)
+    y = d * a[:, None] + bias.astype(jnp.float32)
+    return y.reshape(x.shape)
+
+
+class GroupNorm(nn.Module):
+    """``nn.GroupNorm``'s parameters (``scale``, ``bias``) and results (two-pass variance),
+    computed by :func:`group_norm`; the output in ``dtype``."""
+
+    num_groups: int = 32
+    epsilon: float = 1e-6
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        c = x.shape[-1]
+        scale = self.param("scale", nn.initializers.ones, (c,), self.param_dtype)
+        bias = self.param("bias", nn.initializers.zeros, (c,), self.param_dtype)
+        return group_norm(x, scale, bias, self.num_groups, self.epsilon).astype(self.dtype)
 
 
 class ResBlock(nn.Module):
