@@ -175,8 +175,8 @@ def group_norm(x, scale, bias, groups: int, eps: float):
     normalisation and the scale fold into one per-channel factor on ``x − mean``. The same
     sums as ``nn.GroupNorm(use_fast_variance=False)`` in another order
     (``tests/test_models.py``), which reduces over a (pixels, groups, channels per group)
-    view instead: on 2 CPU cores (AVX-512) the forward with SiLU 1.5-3x faster at 128²-256²
-    with 64-128 channels, forward and backward 1.4-2x (``bench/README.md``)."""
+    view instead: on 2 CPU cores (AVX-512) the forward with SiLU 1.7-2.6x faster (256², 64
+    channels to 64², 256 channels), forward and backward 1.4-2x (``bench/README.md``)."""
     b, c = x.shape[0], x.shape[-1]
     xf = x.astype(jnp.float32).reshape(b, -1, c)
     n = xf.shape[1] * (c // groups)
