@@ -93,6 +93,12 @@ def test_when_the_kernel_applies(monkeypatch):
     assert jax.device_count() > 1 and not winograd.use(x, w, (1, 1), same)   # 8 fake devices
     monkeypatch.setenv(winograd.ENV, "0")
     assert not winograd.use(x, w, (1, 1), same)
+    assert winograd.status() == f"off ({winograd.ENV}=0)"
+    monkeypatch.setenv(winograd.ENV, "auto")
+    assert winograd.status() == f"off ({jax.device_count()} devices)"
+    if build.compilers():
+        monkeypatch.setenv(winograd.ENV, "1")
+        assert winograd.status().startswith("on: ") and ".so" in winograd.status()
     monkeypatch.setenv(winograd.ENV, "yes")
     with pytest.raises(ValueError, match="ADACODE_CPU_WINOGRAD='yes': expected auto, 0 or 1"):
         winograd.use(x, w, (1, 1), same)
@@ -114,6 +120,16 @@ def test_failed_build_names_the_compiler_and_error(monkeypatch, tmp_path):
     lib, how = build.build(bad)
     assert lib is None and how.startswith("/bin/false: exit 1")
     assert not list((tmp_path / "cache").glob("*.so"))       # no half-written library left
+
+
+def test_unwritable_cache_is_one_line_not_a_crash(monkeypatch, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setattr(build, "compilers", lambda: [["c++"]])
+    monkeypatch.setenv("ADACODE_KERNEL_CACHE", str(blocker / "kernels"))   # under a file
+    lib, how = build.build(winograd.SOURCE)
+    assert lib is None and how.startswith(f"cannot write the kernel cache {blocker / 'kernels'}")
+    assert "ADACODE_KERNEL_CACHE" in how
 
 
 @needs_kernel
@@ -138,3 +154,24 @@ def test_networks_match_the_reference_with_the_kernel(kind, monkeypatch):
     want = _indices(r["aux/indices"])
     clear = _gaps(r, "", "gap", want.shape[0]) >= 1e-2
     np.testing.assert_array_equal(np.asarray(free["indices"])[clear], want[clear])
+
+
+@needs_kernel
+def test_benchmark_counts_the_networks_flops_not_the_custom_calls(monkeypatch):
+    """XLA's cost analysis counts nothing for the custom call; the benchmark's FLOP figure is
+    the direct convolution's all the same."""
+    from adacode_jax import bench
+    x, k, _ = _data((1, 16, 16, 32, 64), seed=4)
+
+    def f(x, k):
+        return conv.conv_general_dilated(x, k, (1, 1), ((1, 1), (1, 1)),
+                                         dimension_numbers=conv.NHWC)
+
+    monkeypatch.setenv(winograd.ENV, "1")
+    compiled = jax.jit(f).lower(x, k).compile()
+    assert winograd.TARGET in compiled.as_text()
+    # XLA counts the in-bounds multiply-adds: (3·16 − 2)² of the 3·16 taps squared per pair
+    direct = 2 * 46 * 46 * 32 * 64
+    assert (bench._flops(compiled) or 0) < 0.1 * direct
+    counted = bench._network_flops(compiled, lambda: jax.jit(lambda x, k: f(x, k)), x, k)
+    assert counted == direct

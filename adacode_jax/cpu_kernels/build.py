@@ -70,11 +70,15 @@ def build(source: Path) -> tuple[Path | None, str]:
         out = cache_dir() / f"{source.stem}-{key}.so"
         if out.exists():
             return out, f"{out} (cached)"
-        out.parent.mkdir(parents=True, exist_ok=True)
         # Build under a temporary name and rename: concurrent processes (test workers) each
         # build and the last rename wins, never a half-written library.
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
-        os.close(fd)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
+            os.close(fd)
+        except OSError as e:
+            return None, (f"cannot write the kernel cache {out.parent}: {e.strerror or e}; "
+                          "set ADACODE_KERNEL_CACHE to a writable directory")
         try:
             proc = subprocess.run([*cmd, *FLAGS, f"-I{include}", str(source), "-o", tmp],
                                   capture_output=True, text=True, timeout=TIMEOUT_S)

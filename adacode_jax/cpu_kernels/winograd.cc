@@ -6,8 +6,8 @@
 // products M stay in the core's L2 cache:
 //   1. input transform of the block's tiles: V[16][tiles][C];
 //   2. for each of the 16 positions p, M[p] = V[p] . U[p] (tiles x C times C x O), with U the
-//      transformed kernel, computed first (per call) and packed as U[16][O/32][C][32] so that
-//      a 32-wide column panel is contiguous;
+//      transformed kernel, computed first (per call) and packed as U[16][O/NR][C][NR] so that
+//      an NR-wide column panel (NR = 32 with AVX-512, 16 with AVX2) is contiguous;
 //   3. output transform (plus bias) straight into y.
 // Blocks are shared out over XLA's intra-op thread pool; the calling thread works too.
 #include <algorithm>
@@ -25,16 +25,21 @@ namespace ffi = xla::ffi;
 
 namespace {
 
-typedef float v16 __attribute__((vector_size(64)));
-
-inline v16 ld(const float* p) { v16 r; std::memcpy(&r, p, sizeof(r)); return r; }
-inline void st(float* p, v16 v) { std::memcpy(p, &v, sizeof(v)); }
-
+// VW floats per vector register; the products' register tile is MR rows by NR = 2 VW columns
+// (AVX-512: 8 x 32, 16 accumulators of 32; AVX2: 6 x 16, 12 of 16 registers).
 #if defined(__AVX512F__)
-constexpr int MR = 8;
+constexpr int VW = 16, MR = 8;
+#elif defined(__AVX__)
+constexpr int VW = 8, MR = 6;
 #else
-constexpr int MR = 3;
+constexpr int VW = 4, MR = 6;
 #endif
+constexpr int NR = 2 * VW;
+
+typedef float vec __attribute__((vector_size(VW * sizeof(float))));
+
+inline vec ld(const float* p) { vec r; std::memcpy(&r, p, sizeof(r)); return r; }
+inline void st(float* p, vec v) { std::memcpy(p, &v, sizeof(v)); }
 
 struct Shape { int64_t n, h, w, c, o, th, tw, tiles, tb, blocks; };
 
@@ -57,11 +62,11 @@ void input_transform(const Shape& s, const float* x, int64_t n, int64_t t0, int6
         src[a][b] = (r >= 0 && r < s.h && c >= 0 && c < s.w) ? xn + (r * s.w + c) * C : nullptr;
       }
     }
-    for (int64_t c = 0; c < C; c += 16) {
-      v16 d[4][4];
+    for (int64_t c = 0; c < C; c += VW) {
+      vec d[4][4];
       for (int a = 0; a < 4; ++a)
-        for (int b = 0; b < 4; ++b) d[a][b] = src[a][b] ? ld(src[a][b] + c) : v16{};
-      v16 t[4][4];
+        for (int b = 0; b < 4; ++b) d[a][b] = src[a][b] ? ld(src[a][b] + c) : vec{};
+      vec t[4][4];
       for (int b = 0; b < 4; ++b) {
         t[0][b] = d[0][b] - d[2][b];
         t[1][b] = d[1][b] + d[2][b];
@@ -86,15 +91,15 @@ void products(const Shape& s, const float* V, const float* U, int64_t tbp, int64
   for (int p = 0; p < 16; ++p) {
     const float* Vp = V + p * tbp * C;
     float* Mp = M + p * tbp * ob;
-    for (int64_t j = 0; j < ob; j += 32) {
-      const float* Up = U + (p * (O / 32) + (o0 + j) / 32) * C * 32;
+    for (int64_t j = 0; j < ob; j += NR) {
+      const float* Up = U + (p * (O / NR) + (o0 + j) / NR) * C * NR;
       for (int64_t r0 = 0; r0 < tbp; r0 += MR) {
-        v16 acc0[MR], acc1[MR];
-        for (int r = 0; r < MR; ++r) { acc0[r] = v16{}; acc1[r] = v16{}; }
+        vec acc0[MR], acc1[MR];
+        for (int r = 0; r < MR; ++r) { acc0[r] = vec{}; acc1[r] = vec{}; }
         const float* vr = Vp + r0 * C;
         const float* uk = Up;
-        for (int64_t k = 0; k < C; ++k, uk += 32) {
-          const v16 u0 = ld(uk), u1 = ld(uk + 16);
+        for (int64_t k = 0; k < C; ++k, uk += NR) {
+          const vec u0 = ld(uk), u1 = ld(uk + VW);
           for (int r = 0; r < MR; ++r) {
             const float a = vr[r * C + k];
             acc0[r] += a * u0;
@@ -103,7 +108,7 @@ void products(const Shape& s, const float* V, const float* U, int64_t tbp, int64
         }
         for (int r = 0; r < MR; ++r) {
           st(Mp + (r0 + r) * ob + j, acc0[r]);
-          st(Mp + (r0 + r) * ob + j + 16, acc1[r]);
+          st(Mp + (r0 + r) * ob + j + VW, acc1[r]);
         }
       }
     }
@@ -118,15 +123,15 @@ void output_transform(const Shape& s, const float* M, const float* bias, int64_t
     const int64_t t = t0 + i, ti = t / s.tw, tj = t % s.tw;
     const bool r1 = 2 * ti + 1 < s.h, c1 = 2 * tj + 1 < s.w;
     float* y00 = yn + ((2 * ti) * s.w + 2 * tj) * O + o0;
-    for (int64_t j = 0; j < ob; j += 16) {
-      v16 m[4][4];
+    for (int64_t j = 0; j < ob; j += VW) {
+      vec m[4][4];
       for (int p = 0; p < 16; ++p) m[p / 4][p % 4] = ld(M + (p * tbp + i) * ob + j);
-      v16 q[2][4];
+      vec q[2][4];
       for (int b = 0; b < 4; ++b) {
         q[0][b] = m[0][b] + m[1][b] + m[2][b];
         q[1][b] = m[1][b] - m[2][b] - m[3][b];
       }
-      const v16 bv = ld(bias + o0 + j);
+      const vec bv = ld(bias + o0 + j);
       st(y00 + j, q[0][0] + q[0][1] + q[0][2] + bv);
       if (c1) st(y00 + O + j, q[0][1] - q[0][2] - q[0][3] + bv);
       if (r1) {
@@ -178,17 +183,17 @@ void parallel_for(ffi::ThreadPool& pool, int64_t n, std::function<void(int64_t)>
   while (loop->done.load(std::memory_order_acquire) < n) std::this_thread::yield();
 }
 
-// U[p][o/32][c][32] = (G g G^T)[p] for output panel `panel` of the HWIO kernel w (3, 3, C, O),
+// U[p][o/NR][c][NR] = (G g G^T)[p] for output panel `panel` of the HWIO kernel w (3, 3, C, O),
 // G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]].
 void transform_kernel_panel(const float* w, int64_t C, int64_t O, int64_t panel, float* U) {
-  const int64_t P = O / 32;
+  const int64_t P = O / NR;
   for (int64_t c = 0; c < C; ++c) {
     for (int half = 0; half < 2; ++half) {
-      const int64_t o = panel * 32 + half * 16;
-      v16 g[3][3];
+      const int64_t o = panel * NR + half * VW;
+      vec g[3][3];
       for (int i = 0; i < 3; ++i)
         for (int j = 0; j < 3; ++j) g[i][j] = ld(w + ((i * 3 + j) * C + c) * O + o);
-      v16 t[4][3];                                   // G g: along the kernel's rows
+      vec t[4][3];                                   // G g: along the kernel's rows
       for (int j = 0; j < 3; ++j) {
         t[0][j] = g[0][j];
         t[1][j] = (g[0][j] + g[1][j] + g[2][j]) * 0.5f;
@@ -196,17 +201,17 @@ void transform_kernel_panel(const float* w, int64_t C, int64_t O, int64_t panel,
         t[3][j] = g[2][j];
       }
       for (int a = 0; a < 4; ++a) {                  // (G g) G^T: along its columns
-        const v16 r[4] = {t[a][0], (t[a][0] + t[a][1] + t[a][2]) * 0.5f,
+        const vec r[4] = {t[a][0], (t[a][0] + t[a][1] + t[a][2]) * 0.5f,
                           (t[a][0] - t[a][1] + t[a][2]) * 0.5f, t[a][2]};
         for (int b = 0; b < 4; ++b)
-          st(U + (((a * 4 + b) * P + panel) * C + c) * 32 + half * 16, r[b]);
+          st(U + (((a * 4 + b) * P + panel) * C + c) * NR + half * VW, r[b]);
       }
     }
   }
 }
 
 // Inputs x (N, H, W, C), the HWIO kernel w (3, 3, C, O) and bias (O); results y (N, H, W, O)
-// and u, XLA-allocated scratch for the transformed kernel (16, O/32, C, 32).
+// and u, XLA-allocated scratch for the transformed kernel (16 * C * O floats).
 ffi::Error Impl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
                 ffi::Buffer<ffi::F32> bias, ffi::ResultBuffer<ffi::F32> y,
                 ffi::ResultBuffer<ffi::F32> u, int64_t tile_block, int64_t out_block) {
@@ -225,10 +230,10 @@ ffi::Error Impl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::
   s.blocks = (s.tiles + s.tb - 1) / s.tb;
   const float* wp = w.typed_data();
   float* U = u->typed_data();
-  parallel_for(pool, s.o / 32, [&](int64_t panel) {
+  parallel_for(pool, s.o / NR, [&](int64_t panel) {
     transform_kernel_panel(wp, s.c, s.o, panel, U);
   });
-  const int64_t ob = (out_block > 0 && s.o % out_block == 0 && out_block % 32 == 0) ? out_block
+  const int64_t ob = (out_block > 0 && s.o % out_block == 0 && out_block % NR == 0) ? out_block
                                                                                     : s.o;
   const float* xp = x.typed_data();
   const float* bp = bias.typed_data();

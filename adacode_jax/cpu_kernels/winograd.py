@@ -21,6 +21,7 @@ XLA's path, with one log line saying why.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import logging
@@ -44,27 +45,59 @@ log = logging.getLogger(__name__)
 
 
 @functools.cache
-def _load() -> bool:
-    """Build (or find cached) and register the kernel once per process; ``False`` when it
-    cannot be, with the reason logged."""
+def _library() -> tuple[bool, str]:
+    """Build (or find cached) and register the kernel once per process: (usable, account)."""
     from adacode_jax.cpu_kernels import build
     lib_path, how = build.build(SOURCE)
     if lib_path is None:
         log.warning("Winograd CPU convolution unavailable, using XLA's: %s", how)
-        return False
+        return False, how
     try:
         lib = ctypes.cdll.LoadLibrary(str(lib_path))
         jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(lib.AdacodeWinogradF2),
                                     platform="cpu")
     except (OSError, AttributeError, RuntimeError) as e:
         log.warning("Winograd CPU convolution unavailable (%s: %s), using XLA's", lib_path, e)
-        return False
+        return False, f"{lib_path}: {e}"
     log.info("Winograd CPU convolution: %s", how)
-    return True
+    return True, how
+
+
+def _load() -> bool:
+    return _library()[0]
+
+
+def status() -> str:
+    """One line for reports (the benchmark's machine line): whether programs traced now use
+    the kernel, and why not."""
+    m = mode()
+    if m == "0":
+        return f"off ({ENV}=0)"
+    if m == "auto" and jax.default_backend() != "cpu":
+        return f"off (backend {jax.default_backend()})"
+    if m == "auto" and jax.device_count() != 1:
+        return f"off ({jax.device_count()} devices)"
+    ok, how = _library()
+    return f"on: {how}" if ok else f"unavailable: {how}"
+
+
+_forced: list[str] = []
+
+
+@contextlib.contextmanager
+def forced(value: str):
+    """Trace with the mode ``value`` ("auto", "0", "1") whatever the environment says (the
+    benchmark counts the network's FLOPs with XLA's convolutions: XLA's cost analysis counts
+    none for a custom call)."""
+    _forced.append(value)
+    try:
+        yield
+    finally:
+        _forced.pop()
 
 
 def mode() -> str:
-    value = os.environ.get(ENV, "auto").strip().lower()
+    value = _forced[-1] if _forced else os.environ.get(ENV, "auto").strip().lower()
     if value not in ("auto", "0", "1"):
         raise ValueError(f"{ENV}={value!r}: expected auto, 0 or 1")
     return value
