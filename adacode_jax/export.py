@@ -34,6 +34,7 @@ from jax import export as jax_export
 
 from adacode_jax import checkpointing
 from adacode_jax import models
+from adacode_jax.cpu_kernels import winograd
 
 EXPORT_FILE = "restore.jax_exported"
 META_FILE = "export.json"
@@ -65,7 +66,10 @@ def export_restore(model: models.AdaCodeNet, variables: Any, *, shape: tuple[int
     """
     fn = jax.jit(restore_function(model))
     params = {"params": variables["params"]}
-    return jax_export.export(fn, platforms=tuple(platforms))(params, input_spec(model, shape))
+    # XLA's own convolutions: the artefact must run wherever jax does, without this package's
+    # CPU kernel (a custom call jax.export would refuse to serialise anyway).
+    with winograd.forced("0"):
+        return jax_export.export(fn, platforms=tuple(platforms))(params, input_spec(model, shape))
 
 
 def check_finite(model: models.AdaCodeNet, variables: Any, exported: jax_export.Exported,

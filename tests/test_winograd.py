@@ -175,3 +175,16 @@ def test_benchmark_counts_the_networks_flops_not_the_custom_calls(monkeypatch):
     assert (bench._flops(compiled) or 0) < 0.1 * direct
     counted = bench._network_flops(compiled, lambda: jax.jit(lambda x, k: f(x, k)), x, k)
     assert counted == direct
+
+
+@needs_kernel
+def test_export_keeps_xla_convolutions(monkeypatch):
+    """A jax.export artefact must run without this package: no kernel in it even when forced."""
+    from adacode_jax import export, models
+    model = models.build(models.tiny_model_config("sr_x2"))      # 32 channels: kernel-eligible
+    x = jnp.zeros((1, 32, 32, 3))
+    variables = {"params": jax.jit(model.init)(jax.random.key(0), x)["params"]}
+    monkeypatch.setenv(winograd.ENV, "1")
+    assert winograd.TARGET in jax.jit(lambda v, x: model.apply(v, x)).lower(variables, x).as_text()
+    exported = export.export_restore(model, variables, shape=(40, 56), platforms=("cpu",))
+    assert winograd.TARGET not in exported.mlir_module()
