@@ -130,7 +130,7 @@ def conv3x3(x: jax.Array, w: jax.Array, bias: jax.Array | None = None) -> jax.Ar
     n, h, wd, _ = x.shape
     o = w.shape[3]
     b = jnp.zeros((o,), jnp.float32) if bias is None else bias.astype(jnp.float32)
-    # The second result is the kernel's scratch for the transformed weights (16, O/32, C, 32),
+    # The second result is the kernel's scratch for the transformed weights (16·C·O floats),
     # allocated by XLA with the program's other buffers; the kernel computes it on each call
     # (XLA ran that transform-and-transpose as a slow transpose fusion: 4-11 ms per 256→256).
     call = jax.ffi.ffi_call(TARGET, (jax.ShapeDtypeStruct((n, h, wd, o), jnp.float32),
