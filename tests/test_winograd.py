@@ -6,6 +6,8 @@ The kernel is compiled on first use; on a machine without a C++ compiler (and wi
 convolution (``test_fallback_without_a_compiler`` checks that path everywhere)."""
 from __future__ import annotations
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -130,6 +132,20 @@ def test_unwritable_cache_is_one_line_not_a_crash(monkeypatch, tmp_path):
     lib, how = build.build(winograd.SOURCE)
     assert lib is None and how.startswith(f"cannot write the kernel cache {blocker / 'kernels'}")
     assert "ADACODE_KERNEL_CACHE" in how
+
+
+@needs_kernel
+def test_library_kept_beside_the_source_not_in_home(monkeypatch, tmp_path):
+    """A program that finds the kernel built writes nothing to the home folder (the web app's
+    test checks its home stays empty)."""
+    monkeypatch.delenv("ADACODE_KERNEL_CACHE", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert build.cache_dirs()[0] == winograd.SOURCE.with_name("_build")
+    lib, _ = build.build(winograd.SOURCE)
+    assert lib is not None and lib.parent == winograd.SOURCE.with_name("_build")
+    assert build.build(winograd.SOURCE) == (lib, f"{lib} (cached)")
+    assert os.listdir(tmp_path) == []
 
 
 @needs_kernel

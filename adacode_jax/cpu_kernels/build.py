@@ -2,7 +2,9 @@
 
 The library is built for the CPU it runs on (``-march=native``), so the cache key holds the
 source, the jaxlib version (whose FFI headers it includes), the compiler command and the CPU's
-feature flags. Compilers tried in order: ``$CXX``, ``c++``, ``g++``, ``clang++``, then the
+feature flags. It goes next to the source (``_build/``, where ``make install`` puts it) when the
+package folder is writable, else into the user's cache: a program that finds it built writes
+nothing (the web app keeps the home folder untouched). Compilers tried in order: ``$CXX``, ``c++``, ``g++``, ``clang++``, then the
 ``ziglang`` package's ``zig c++`` (``pip install ziglang``: a compiler from PyPI for machines
 without one; its first build takes about a minute). Nothing found or the build fails: ``None``
 with the reason, and the caller keeps XLA's own path.
@@ -26,12 +28,28 @@ FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w")
 TIMEOUT_S = 600
 
 
-def cache_dir() -> Path:
-    """``$ADACODE_KERNEL_CACHE``, else ``$XDG_CACHE_HOME/adacode_jax/kernels`` (~/.cache)."""
+def cache_dirs() -> list[Path]:
+    """Where libraries are looked for, and built in the first writable one:
+    ``$ADACODE_KERNEL_CACHE`` alone when set, else ``_build/`` beside the source, then
+    ``$XDG_CACHE_HOME/adacode_jax/kernels`` (~/.cache)."""
     if os.environ.get("ADACODE_KERNEL_CACHE"):
-        return Path(os.environ["ADACODE_KERNEL_CACHE"])
+        return [Path(os.environ["ADACODE_KERNEL_CACHE"])]
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "adacode_jax" / "kernels"
+    return [Path(__file__).with_name("_build"), Path(base) / "adacode_jax" / "kernels"]
+
+
+def _writable_temp(dirs: list[Path]) -> tuple[Path, str] | tuple[None, str]:
+    """A temporary file in the first of ``dirs`` that can be written, or the last error."""
+    error = ""
+    for d in dirs:
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(suffix=".so", dir=d)
+            os.close(fd)
+            return d, tmp
+        except OSError as e:
+            error = f"cannot write the kernel cache {d}: {e.strerror or e}"
+    return None, error + "; set ADACODE_KERNEL_CACHE to a writable directory"
 
 
 def compilers() -> list[list[str]]:
@@ -67,18 +85,16 @@ def build(source: Path) -> tuple[Path | None, str]:
         key = hashlib.sha256(b"\0".join([
             code, jaxlib.__version__.encode(), " ".join(cmd + list(FLAGS)).encode(),
             _cpu_flags().encode(), platform.machine().encode()])).hexdigest()[:16]
-        out = cache_dir() / f"{source.stem}-{key}.so"
-        if out.exists():
-            return out, f"{out} (cached)"
+        name = f"{source.stem}-{key}.so"
+        for d in cache_dirs():
+            if (d / name).exists():
+                return d / name, f"{d / name} (cached)"
         # Build under a temporary name and rename: concurrent processes (test workers) each
         # build and the last rename wins, never a half-written library.
-        try:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
-            os.close(fd)
-        except OSError as e:
-            return None, (f"cannot write the kernel cache {out.parent}: {e.strerror or e}; "
-                          "set ADACODE_KERNEL_CACHE to a writable directory")
+        out_dir, tmp = _writable_temp(cache_dirs())
+        if out_dir is None:
+            return None, tmp
+        out = out_dir / name
         try:
             proc = subprocess.run([*cmd, *FLAGS, f"-I{include}", str(source), "-o", tmp],
                                   capture_output=True, text=True, timeout=TIMEOUT_S)

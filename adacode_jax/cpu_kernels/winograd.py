@@ -16,8 +16,8 @@ padding 1, input channels a multiple of 16 and output channels a multiple of 32,
   devices) keep XLA's convolution.
 * ``1``: whenever the shapes allow (single-device programs only); ``0``: never.
 
-The library is compiled on first use (``build.py``); without a compiler everything stays on
-XLA's path, with one log line saying why.
+The library is compiled by ``make install`` or on first use (``build.py``, which says where it
+is kept); without a compiler everything stays on XLA's path, with one log line saying why.
 """
 from __future__ import annotations
 
