@@ -63,20 +63,24 @@ def _library() -> tuple[bool, str]:
     return True, how
 
 
-def _load() -> bool:
-    return _library()[0]
+def _switched_off() -> str | None:
+    """Why programs traced now keep XLA's convolution whatever their shapes, or ``None``."""
+    m = mode()
+    if m == "0":
+        return f"{ENV}=0"
+    if m == "auto" and jax.default_backend() != "cpu":
+        return f"backend {jax.default_backend()}"
+    if m == "auto" and jax.device_count() != 1:
+        return f"{jax.device_count()} devices"
+    return None
 
 
 def status() -> str:
     """One line for reports (the benchmark's machine line): whether programs traced now use
     the kernel, and why not."""
-    m = mode()
-    if m == "0":
-        return f"off ({ENV}=0)"
-    if m == "auto" and jax.default_backend() != "cpu":
-        return f"off (backend {jax.default_backend()})"
-    if m == "auto" and jax.device_count() != 1:
-        return f"off ({jax.device_count()} devices)"
+    off = _switched_off()
+    if off:
+        return f"off ({off})"
     ok, how = _library()
     return f"on: {how}" if ok else f"unavailable: {how}"
 
@@ -115,12 +119,7 @@ def use(x, w, strides, pads) -> bool:
     """Whether a convolution traced now goes through the kernel."""
     if not shapes_fit(x.shape, w.shape, (x.dtype, w.dtype), strides, pads):
         return False
-    m = mode()
-    if m == "0":
-        return False
-    if m == "auto" and (jax.default_backend() != "cpu" or jax.device_count() != 1):
-        return False
-    return _load()
+    return _switched_off() is None and _library()[0]
 
 
 def conv3x3(x: jax.Array, w: jax.Array, bias: jax.Array | None = None) -> jax.Array:
