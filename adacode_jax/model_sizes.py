@@ -33,11 +33,10 @@ def size(family: str, kind: str) -> dict:
     import numpy as np
 
     from adacode_jax import models
+    from adacode_jax.cpu_kernels import winograd
 
     net = models.build(model_config(family, kind))
     x = jnp.zeros((1, INPUT[kind], INPUT[kind], 3), jnp.float32)
-    from adacode_jax.cpu_kernels import winograd
-
     variables = jax.eval_shape(net.init, jax.random.key(0), x)
     params = sum(int(np.prod(v.shape)) for v in jax.tree.leaves(variables["params"]))
     # XLA's convolutions: its cost analysis counts nothing for the CPU kernel's custom call

@@ -52,8 +52,8 @@ def _assert_losses_match(a, b, step_rtol):
             np.testing.assert_allclose(b[s][k], a[s][k], rtol=rtol, atol=1e-7, err_msg=f"{s} {k}")
 
 
-def _mesh_config(steps, n):
-    c = mechanics_config(num_steps=steps, checkpoint_every=2)
+def _mesh_config(num_steps, n):
+    c = mechanics_config(num_steps=num_steps, checkpoint_every=2)
     c.data.batch_size = 8
     c.mesh.num_devices, c.mesh.fsdp = n, (2 if n == 8 else 1)   # 4 x 2: data and FSDP
     return c
