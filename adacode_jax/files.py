@@ -13,8 +13,8 @@ evaluate's folder pairing, the training folder sources and ``make_testset``:
 
 Writers never leave a half-written file under the final name: :func:`atomic_write_bytes` and
 :func:`atomic_open` write a temporary file in the same folder and ``os.replace`` it into place
-(images are encoded in memory first: :func:`adacode_jax.imageio.write_image_raw`,
-:func:`adacode_jax.data.io.write_png`). :func:`join_suffix` names outputs (``name_x4``).
+(images are encoded in memory first: :func:`adacode_jax.images.write_image_raw`,
+:func:`adacode_jax.images.write_png`). :func:`join_suffix` names outputs (``name_x4``).
 """
 from __future__ import annotations
 

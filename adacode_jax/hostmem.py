@@ -1,4 +1,5 @@
-"""Host-memory policy for XLA:CPU: keep freed memory mapped instead of giving it back each step.
+"""Host memory: how much is available (:func:`available`), and the policy for XLA:CPU that keeps
+freed memory mapped instead of giving it back each step.
 
 XLA:CPU allocates one temporary buffer per execution of a compiled step (about 6 GB for the
 stage III ×4 training iteration at batch 2) with ``posix_memalign``. glibc serves a block
@@ -11,7 +12,7 @@ iteration's wall time spent by the kernel zeroing pages.
 never return freed memory to the system: after the first step the buffers are reused with no
 page faults. The cost is that the process keeps its peak memory until it exits, which is what
 a training run or a benchmark does anyway. It is applied by the command-line front ends that
-run steps (``adacode_jax.main`` / training and ``adacode_jax.bench``), never on import;
+run steps (``adacode_jax.main`` / training and ``adacode_jax.tools.bench``), never on import;
 ``ADACODE_KEEP_FREED_MEMORY=0`` turns it off. Other C libraries (musl, macOS) are left alone.
 
 The benchmark's official side applies the same policy (``refdriver.py`` loads this file by
@@ -62,3 +63,19 @@ def _apply() -> str:
     if not all(mallopt(param, value) == 1 for param, value in SETTINGS):
         return "default (mallopt refused)"
     return "kept"
+
+
+def available() -> int | None:
+    """``MemAvailable`` of the host in bytes (what can be allocated without swapping); None if
+    unknown. The one probe of host memory, used by the restorer's size checks and budgets."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None

@@ -2,7 +2,7 @@
 command as ``adacode-train``; ``--help`` lists the configs, ``--describe`` prints one's fields).
 
 The flags, the distributed runtime and logging live in :mod:`adacode_jax.cli.train`; the
-training itself is :func:`adacode_jax.train.train_and_evaluate`.
+training itself is :func:`adacode_jax.training.loop.train_and_evaluate`.
 """
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ mkdir -p "$RUNS" data
 if [[ "$DATA" != "data/corpus" && ! -e data/corpus ]]; then ln -s "$(realpath "$DATA")" data/corpus; fi
 
 if [[ ! -f data/corpus/manifest.csv ]]; then
-  "$PY" -m adacode_jax.data.corpus --output data/corpus --cache data/pkgcache --short-side 512
+  "$PY" -m adacode_jax.cli.corpus --output data/corpus --cache data/pkgcache --short-side 512
 fi
 
 NCPU=$(nproc)
@@ -54,18 +54,18 @@ pair "configs/stage2_adacode.py:compact s2_k3 --config.train.stage1_checkpoints=
 
 run - configs/stage3_sr.py:x4,compact s3_sr_x4 --config.train.stage2_checkpoint="$RUNS/s2_k3/$E"
 
-"$PY" -m adacode_jax.compare --output "$RUNS/compare" --model "adacode_compact=$RUNS/s3_sr_x4/$E"
-"$PY" -m adacode_jax.report curves --run "K3: 3 codebooks x 256=$RUNS/s2_k3" --run "K1: 1 codebook x 768=$RUNS/s2_k1" \
+"$PY" -m adacode_jax.cli.compare --output "$RUNS/compare" --model "adacode_compact=$RUNS/s3_sr_x4/$E"
+"$PY" -m adacode_jax.cli.report curves --run "K3: 3 codebooks x 256=$RUNS/s2_k3" --run "K1: 1 codebook x 768=$RUNS/s2_k1" \
   --metric val/psnr --metric val/ssim --metric val/lpips_alex --metric loss/pix \
   --output "$RUNS/curves_stage2.png" --title "stage II reconstruction, held-out crops"
-"$PY" -m adacode_jax.report curves --run "x4=$RUNS/s3_sr_x4" \
+"$PY" -m adacode_jax.cli.report curves --run "x4=$RUNS/s3_sr_x4" \
   --metric val/psnr --metric val/lpips_alex --metric loss/pix --metric loss/lpips \
   --output "$RUNS/curves_stage3.png" --title "stage III x4, held-out crops"
-"$PY" -m adacode_jax.report curves --run natural="$RUNS/s1_natural" \
+"$PY" -m adacode_jax.cli.report curves --run natural="$RUNS/s1_natural" \
   --run architecture="$RUNS/s1_architecture" --run portrait="$RUNS/s1_portrait" --run all="$RUNS/s1_all" \
   --metric val/psnr --metric val/lpips_alex --metric codebook/0/perplexity \
   --output "$RUNS/curves_stage1.png" --title "stage I codebooks"
-"$PY" -m adacode_jax.report timing --run s1_natural="$RUNS/s1_natural" \
+"$PY" -m adacode_jax.cli.report timing --run s1_natural="$RUNS/s1_natural" \
   --run s1_architecture="$RUNS/s1_architecture" --run s1_portrait="$RUNS/s1_portrait" \
   --run s1_all="$RUNS/s1_all" --run s2_k3="$RUNS/s2_k3" --run s2_k1="$RUNS/s2_k1" \
   --run s3_sr_x4="$RUNS/s3_sr_x4"

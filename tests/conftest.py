@@ -1,7 +1,8 @@
 """Test set-up shared by every test module.
 
 Eight fake CPU devices give the sharding tests a mesh; the flag must be set before JAX starts.
-absl flags are marked parsed because grain's worker processes read them (stack.md trap 1).
+absl flags are marked parsed because grain's worker processes read them
+(docs/assets.md#software-stack, pitfall 1).
 """
 import os
 

@@ -1,4 +1,4 @@
-"""The vendored reference outputs (``tests/data/reference``): a compact copy of ``../shared/reference``.
+"""The vendored reference outputs (``tests/data/reference``): a compact copy of a full reference.
 
 The official outputs take about 60 MB; the tests need about a quarter of that, stored so that
 every check they make still holds (``tests/data/reference/README.md`` lists the precision of
@@ -17,8 +17,8 @@ back:
             teacher ran on the stage2 input.
 
 :func:`load` returns the arrays under their reference names, as ``np.load`` of the original
-would (NCHW); a plain ``.npz`` (a full reference made like ``../shared/reference``) is returned
-unchanged. ``python -m tests.refdata SOURCE`` rebuilds the folder from a full reference.
+would (NCHW); a plain ``.npz`` (a full reference, such as one at :data:`SHARED_REFERENCE_DIR`)
+is returned unchanged. ``python -m tests.refdata SOURCE`` rebuilds the folder from a full reference.
 """
 from __future__ import annotations
 
@@ -37,6 +37,10 @@ import numpy as np
 from tests import refweights
 
 VENDORED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "reference")
+# Where a full reference (the official code's outputs, docs/official.md#reference-outputs) lies
+# when the checkout has one beside it: ../shared/reference. Optional; the tests name it only here.
+SHARED_REFERENCE_DIR = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "shared", "reference")
 CODECS = "__codecs__"
 
 # Quantisation step = max|a| · 2^-bits, so the error is at most max|a| · 2^-(bits+1).
@@ -274,7 +278,7 @@ def _write(dest, name, seed, codecs, members):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("source", help="a full reference directory (e.g. ../shared/reference)")
+    parser.add_argument("source", help=f"a full reference directory (e.g. {SHARED_REFERENCE_DIR})")
     parser.add_argument("--dest", default=VENDORED_DIR)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)

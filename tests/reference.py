@@ -1,4 +1,4 @@
-"""Access to the official code's reference outputs (made like ../shared/reference, see its README).
+"""Access to the official code's reference outputs (docs/official.md#reference-outputs).
 
 The directory and seed come from ``ADACODE_REFERENCE_DIR`` (default: the compact copy vendored in
 ``tests/data/reference``, see ``tests/refdata.py``) and ``ADACODE_REFERENCE_SEED`` (default 0); a
@@ -25,7 +25,7 @@ def path(name: str) -> str:
     p = os.path.join(REF_DIR, name)
     if not os.path.exists(p):
         pytest.fail(f"reference file {p} is missing: set ADACODE_REFERENCE_DIR to a directory "
-                    f"made like ../shared/reference (see its README)")
+                    f"made like tests/data/reference (docs/official.md#reference-outputs)")
     return p
 
 

@@ -1,7 +1,7 @@
 """The reference's synthetic weights and inputs, regenerated in numpy (no files but the key lists).
 
-The parity fixtures (``tests/data/reference``, made from ``../shared/reference``) are outputs of
-the official PyTorch code for weights that are not stored anywhere: they are a pure function of
+The parity fixtures (``tests/data/reference``, made from a full reference,
+``refdata.SHARED_REFERENCE_DIR``) are outputs of the official PyTorch code for weights that are not stored anywhere: they are a pure function of
 ``(seed, key, shape)``, described in the reference README ("Weights"). This module implements
 that description, so a plain clone can rebuild every state dict; ``tests/test_reference_data.py``
 checks each kind byte for byte against the manifest's ``state_sha256``.

@@ -1,7 +1,7 @@
 """The Gradio app: its engine (models, reading, limits, masks, files) and, in a real browser,
 upload, restore, download, switch a codebook off.
 
-The browser test starts ``python -m adacode_jax.app`` on a free localhost port in a subprocess (its own empty
+The browser test starts ``python -m adacode_jax.cli.app`` on a free localhost port in a subprocess (its own empty
 working and home folders, which must stay empty), drives headless Chromium with Selenium,
 uploads a 48×48 16-bit PNG cut from an embedded image, waits for the result, downloads it
 and compares it with what ``adacode-restore`` writes for the same file and model (equal, and
@@ -28,7 +28,10 @@ import pytest
 import jax
 import jax.numpy as jnp
 
-from adacode_jax import app, checkpointing, errors, imageio, models, restore
+from adacode_jax.app import webapp as app
+from adacode_jax.models import checkpointing
+from adacode_jax import errors, images as imageio, models
+from adacode_jax.inference import restorer as restore
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -164,7 +167,7 @@ def app_server(tmp_path):
     cwd.mkdir()
     port = _free_port()
     log = open(tmp_path / "app.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "adacode_jax.app", "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "adacode_jax.cli.app", "--port", str(port)],
                             cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.time() + 90
@@ -257,7 +260,7 @@ def test_upload_restore_download_and_drop_a_codebook(app_server, browser, tmp_pa
 
     # What the restore CLI writes for it (a subprocess, as a user runs it).
     cli_env, _, _ = _env(tmp_path, "cli")
-    cli = subprocess.Popen([sys.executable, "-m", "adacode_jax.restore", "-i", str(src), "-o",
+    cli = subprocess.Popen([sys.executable, "-m", "adacode_jax.inference.restorer", "-i", str(src), "-o",
                             str(tmp_path / "cli_out"), "--no-progress"],
                            env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 

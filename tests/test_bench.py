@@ -1,5 +1,5 @@
 """The benchmark's code paths on tiny shapes; no timing is asserted. (The official-size
-figures beside the official code: ``python -m adacode_jax.bench --reference-repo PATH``.)
+figures beside the official code: ``python -m adacode_jax.cli.bench --reference-repo PATH``.)
 
 ``ADACODE_REFERENCE_REPO`` (a checkout of the official repository; with
 ``ADACODE_REFERENCE_PYTHON`` if this interpreter lacks torchvision/timm) also runs the
@@ -14,7 +14,9 @@ import sys
 
 import pytest
 
-from adacode_jax import bench, hostmem
+from adacode_jax import hostmem
+from adacode_jax.cli import bench as bench_cli
+from adacode_jax.tools import bench, bench_official
 
 
 def _json_lines(out: str) -> list[dict]:
@@ -22,7 +24,7 @@ def _json_lines(out: str) -> list[dict]:
 
 
 def test_tiny_smoke_run_prints_one_json_line_per_figure_and_a_table(capsys):
-    assert bench.main(["--tiny", "--quick", "--no-accel",
+    assert bench_cli.main(["--tiny", "--quick", "--no-accel",
                        "--only", "sr_x4_64", "train_sr_x4_b2", "data_sr_x4"]) == 0
     out = capsys.readouterr().out
     by_name = {line["bench"]: line for line in _json_lines(out)}
@@ -50,17 +52,18 @@ def test_cpu_bf16_adds_a_bfloat16_line_per_figure():
 def test_no_stored_reference_figure_is_divided_by():
     import inspect
 
-    source = inspect.getsource(bench)
-    for stale in ("meets_goal", "GOAL_RATIO", "REFERENCE_S", "2.79", "30.7"):
-        assert stale not in source
+    for module in (bench, bench_official):
+        source = inspect.getsource(module)
+        for stale in ("meets_goal", "GOAL_RATIO", "REFERENCE_S", "2.79", "30.7"):
+            assert stale not in source, (module.__name__, stale)
 
 
 def test_ratio_only_beside_a_figure_timed_in_the_same_run():
     ref = {"figure": "fwd_sr_x4_64", "median_s": 4.0, "min_s": 3.5}
-    line = bench.side_by_side({"bench": "sr_x4_64", "ours_s": 2.0, "min_s": 1.9}, ref,
+    line = bench_official.side_by_side({"bench": "sr_x4_64", "ours_s": 2.0, "min_s": 1.9}, ref,
                               comparable=True)
     assert line["reference_s"] == 4.0 and line["ratio"] == 0.5 and line["reference"] == ref
-    tiny = bench.side_by_side({"bench": "sr_x4_64", "ours_s": 2.0}, ref, comparable=False)
+    tiny = bench_official.side_by_side({"bench": "sr_x4_64", "ours_s": 2.0}, ref, comparable=False)
     assert "ratio" not in tiny and tiny["reference"] == ref
     text = bench.table([line], {"cpu_model": "x", "vector_extensions": ["avx2"]})
     assert "| 0.50 |" in text and "4.00 (3.50)" in text
@@ -69,7 +72,7 @@ def test_ratio_only_beside_a_figure_timed_in_the_same_run():
     # rounds pair our i-th run with theirs (adjacent in time): each round's ratio, and the
     # table shows their range beside the ratio of the medians
     ref = {**ref, "times_s": [4.0, 3.5, 5.0]}
-    line = bench.side_by_side({"bench": "sr_x4_64", "ours_s": 2.1, "min_s": 2.0,
+    line = bench_official.side_by_side({"bench": "sr_x4_64", "ours_s": 2.1, "min_s": 2.0,
                                "times_s": [2.1, 2.0, 2.8]}, ref, comparable=True)
     assert line["ratio"] == 0.525 and line["ratio_by_round"] == [0.525, 0.571, 0.56]
     assert "| 0.53 (0.53–0.57) |" in bench.table([line], {})
@@ -83,7 +86,7 @@ def test_cpu_info_and_load_average():
 
 
 def test_a_missing_reference_checkout_is_one_error_line(tmp_path, capsys):
-    assert bench.main(["--tiny", "--quick", "--only", "sr_x4_64",
+    assert bench_cli.main(["--tiny", "--quick", "--only", "sr_x4_64",
                        "--reference-repo", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "basicsr" in err
@@ -94,7 +97,7 @@ def test_a_missing_reference_checkout_is_one_error_line(tmp_path, capsys):
 def test_side_by_side_with_the_official_code(capsys):
     """The real harness: official-size ``fwd_sr_x4_64`` (one warm-up, one run) beside our
     tiny network; the harness's inputs and torch's matmul rate reach the machine line."""
-    assert bench.main(["--tiny", "--quick", "--no-accel", "--no-table", "--only", "sr_x4_64"]) == 0
+    assert bench_cli.main(["--tiny", "--quick", "--no-accel", "--no-table", "--only", "sr_x4_64"]) == 0
     by_name = {line["bench"]: line for line in _json_lines(capsys.readouterr().out)}
     info, line = by_name["machine"], by_name["sr_x4_64"]
     assert info["torch_matmul_2048_gflop_per_s"] > 0 and info["torch_threads"] == info["xla_threads"]
@@ -139,7 +142,7 @@ def _fake_reference(tmp_path, monkeypatch, source=_FAKE_HARNESS):
     (harness / "bench_ref.py").write_text(source)
     log = tmp_path / "calls.log"
     monkeypatch.setenv("FAKE_HARNESS_LOG", str(log))
-    return bench.Reference(str(tmp_path / "official"), threads=1, python=sys.executable,
+    return bench_official.Reference(str(tmp_path / "official"), threads=1, python=sys.executable,
                            harness=str(harness)), log
 
 
@@ -151,7 +154,7 @@ def test_lockstep_alternates_ours_and_theirs_run_by_run(tmp_path, monkeypatch):
             f.write("ours\n")
 
     with reference.start("fwd_sr_x4_64") as theirs:
-        timing, ref = bench.interleaved(ours, theirs, rounds=3)
+        timing, ref = bench_official.interleaved(ours, theirs, rounds=3)
     # theirs warms up in the child, ours once here, then strict alternation
     assert log.read_text().split() == ["theirs", "ours"] + ["ours", "theirs"] * 3
     assert timing["runs"] == 3 and len(ref["times_s"]) == 3
@@ -160,7 +163,7 @@ def test_lockstep_alternates_ours_and_theirs_run_by_run(tmp_path, monkeypatch):
     assert ref["host_memory"] == f"off ({hostmem.ENV}=0)"   # tests/conftest.py's setting
 
     with reference.start("train_s3_x4_b2") as theirs:
-        _, ref = bench.interleaved(lambda: None, theirs, rounds=2)
+        _, ref = bench_official.interleaved(lambda: None, theirs, rounds=2)
     assert ref["g_step_median_s"] >= 0.03 and ref["d_step_median_s"] >= 0.01
     assert ref["median_s"] >= ref["g_step_median_s"] + ref["d_step_median_s"] - 1e-3
 
@@ -173,7 +176,7 @@ def test_the_official_side_runs_under_our_host_memory_policy(tmp_path, monkeypat
     reference, _ = _fake_reference(tmp_path, monkeypatch)
     monkeypatch.setenv(hostmem.ENV, "1")
     with reference.start("fwd_sr_x4_64") as theirs:
-        _, ref = bench.interleaved(lambda: None, theirs, rounds=1)
+        _, ref = bench_official.interleaved(lambda: None, theirs, rounds=1)
     assert ref["host_memory"] == "kept"
 
 
@@ -205,7 +208,7 @@ def test_accelerator_lines_run_on_fake_devices(monkeypatch):
 
 
 def test_without_shared_the_checkout_gives_the_reference_weights_and_outputs(monkeypatch, tmp_path):
-    """A plain clone (no ../shared): the benchmark's networks get the same seed-0 weights from
+    """A plain clone (no full reference beside it): the benchmark's networks get the same seed-0 weights from
     tests/refweights.py and their outputs are checked against the vendored fixtures."""
     import numpy as np
 

@@ -1,8 +1,8 @@
 """The compiled data-parallel train step: what it communicates, and that it donates its state.
 
-The step is compiled exactly as training compiles it (``train.jit_train_step``) for the tiny
+The step is compiled exactly as training compiles it (``networks.jit_train_step``) for the tiny
 stage III x4 config on an 8-device data-parallel mesh, and its HLO is read by
-:mod:`adacode_jax.comm_report`.
+:mod:`adacode_jax.tools.comm_report`.
 """
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import re
 import jax
 import pytest
 
-from adacode_jax import comm_report, steps
+from adacode_jax.tools import comm_report
+from adacode_jax.training import steps
 from tests.test_train import get_config
 
 HLO = """

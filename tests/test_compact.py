@@ -9,7 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from adacode_jax import checkpointing, config_lib, models, steps, train
+from adacode_jax.models import checkpointing
+from adacode_jax.configs import _base as config_lib
+from adacode_jax import models
+from adacode_jax.training import networks, steps, loop as train
 from adacode_jax.models import quantizer
 from tests.test_train import get_config, losses_by_step, mechanics_config
 
@@ -62,8 +65,8 @@ def test_restart_dead_codes_replaces_only_unused_codes():
 
 def test_restart_keeps_frozen_codebooks():
     c = get_config("stage2_adacode", "tiny")
-    nets, _ = train.build_networks(c, {})
-    state = jax.jit(train.init_fn(c, nets))()
+    nets, _ = networks.build_networks(c, {})
+    state = jax.jit(networks.init_fn(c, nets))()
     usage = jnp.zeros((2, 64), jnp.int32)
     feat = jnp.ones((2, 8, 8, 32))
     new, n = steps.restart_dead_codes(state, nets, usage, feat, jax.random.key(1))
@@ -110,8 +113,8 @@ def test_restart_cadence_must_divide_checkpoint_cadence():
 def test_without_gan_the_discriminator_is_skipped_and_g_gets_the_same_update():
     """w_gan = 0 runs no D at all; G's update equals that of a vanishing GAN weight."""
     c = mechanics_config()
-    nets, consts = train.build_networks(c, {})
-    state = jax.jit(train.init_fn(c, nets))()
+    nets, consts = networks.build_networks(c, {})
+    state = jax.jit(networks.init_fn(c, nets))()
     rng = np.random.default_rng(0)
     batch = {"gt": rng.random((4, 64, 64, 3), np.float32)}
     out = {}
@@ -131,7 +134,7 @@ def test_without_gan_the_discriminator_is_skipped_and_g_gets_the_same_update():
 
 
 def test_model_sizes_reports_parameters_and_flops():
-    from adacode_jax import model_sizes
+    from adacode_jax.tools import model_sizes
 
     s = model_sizes.size("compact", "sr_x4")
     assert s["params"] == 3_845_462

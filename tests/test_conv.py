@@ -1,4 +1,4 @@
-"""The convolution with CPU-friendly gradients (adacode_jax.models.conv) equals XLA's.
+"""The convolution with CPU-friendly gradients (adacode_jax.ops.conv) equals XLA's.
 
 Forward outputs must be bit-identical (it is XLA's convolution); both gradients must equal the
 gradients XLA derives itself up to float32 summation order, for every stride, kernel and
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from adacode_jax.models import conv
+from adacode_jax.ops import conv
 
 
 def _grads(fn, x, w, g):

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from adacode_jax.cli import convert as convert_cli
-from adacode_jax import checkpointing, convert
+from adacode_jax.models import checkpointing
+from adacode_jax.inference import convert
 from adacode_jax.models.swin import relative_position_index, shifted_window_mask
 from tests import reference as ref
 

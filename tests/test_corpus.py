@@ -1,4 +1,4 @@
-"""The real-photo corpus tool (adacode_jax.data.corpus): labels, committed eval set, pure helpers.
+"""The real-photo corpus tool (adacode_jax.tools.corpus): labels, committed eval set, pure helpers.
 
 No network: the package archives are not needed; helpers run on a tiny synthetic package tree.
 """
@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from adacode_jax.data import corpus
+from adacode_jax.tools import corpus
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EVALSET = os.path.join(REPO, "assets", "evalset")

@@ -14,7 +14,7 @@ import skimage
 
 from adacode_jax.data import degradations as deg
 from adacode_jax.data import imresize
-from adacode_jax.data import io
+from adacode_jax import images as io
 from adacode_jax.data import kernels
 
 SKIMAGE_DATA = os.path.join(os.path.dirname(skimage.__file__), "data")
@@ -147,7 +147,7 @@ def test_lr_size_is_gt_over_sf_for_every_op_order(sf):
 
 
 def test_forty_seeds_sf4_all_run(photo):
-    # The reference fails 34 of 40 such calls on SciPy 1.17 (spec §9).
+    # The reference fails 34 of 40 such calls on SciPy 1.17 (docs/official.md#bsrgan-degradation).
     for seed in range(40):
         lq = deg.degrade_bsrgan(photo, 4, np.random.default_rng(seed))
         assert lq.shape == (64, 64, 3) and lq.dtype == np.float32

@@ -7,7 +7,7 @@ from PIL import Image, ImageOps
 import pytest
 import skimage
 
-from adacode_jax.data import io
+from adacode_jax import images as io
 
 SKIMAGE_DATA = os.path.join(os.path.dirname(skimage.__file__), "data")
 

@@ -12,7 +12,7 @@ import pytest
 import skimage
 import tensorflow_datasets as tfds
 
-from adacode_jax.data import io
+from adacode_jax import images as io
 from adacode_jax.data import iterator_state
 from adacode_jax.data import pipeline
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from adacode_jax.data import io
+from adacode_jax import images as io
 from adacode_jax.data import sources
 
 

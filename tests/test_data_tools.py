@@ -8,11 +8,11 @@ import pytest
 import skimage
 
 from adacode_jax.cli import make_testset as make_testset_cli, split_by_class as split_by_class_cli
-from adacode_jax.data import ade20k
-from adacode_jax.data import io
-from adacode_jax.data import make_testset
-from adacode_jax.data import segmenters
-from adacode_jax.data import split_by_class
+from adacode_jax.tools import ade20k
+from adacode_jax import images as io
+from adacode_jax.tools import make_testset
+from adacode_jax.tools import segmenters
+from adacode_jax.tools import split_by_class
 
 SKIMAGE_DATA = os.path.join(os.path.dirname(skimage.__file__), "data")
 

@@ -1,10 +1,10 @@
-"""Dense layers with the transposition-free kernel gradient (adacode_jax.models.dense)."""
+"""Dense layers with the transposition-free kernel gradient (adacode_jax.ops.dense)."""
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from adacode_jax.models import dense
+from adacode_jax.ops import dense
 
 
 def test_dense_gradients_equal_xla():

@@ -15,7 +15,9 @@ import skimage.data
 import skimage.metrics
 
 from adacode_jax.cli import evaluate as evaluate_cli
-from adacode_jax import checkpointing, evaluate, models, perceptual
+from adacode_jax.models import checkpointing, perceptual
+from adacode_jax.evaluation import evaluate
+from adacode_jax import models
 
 
 def _write(path, rgb):
@@ -129,7 +131,7 @@ def test_frechet_distance_matches_the_matrix_square_root():
 
 
 def test_benchmark_restores_a_frozen_test_set_and_evaluates_it(tmp_path):
-    from adacode_jax.data import make_testset
+    from adacode_jax.tools import make_testset
 
     src = tmp_path / "hq"
     _write(src / "astronaut.png", skimage.data.astronaut()[100:228, 150:278])

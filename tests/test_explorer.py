@@ -10,7 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from adacode_jax import errors, explorer, imageio, models, restore
+from adacode_jax import errors, images as imageio, models
+from adacode_jax.inference import explorer, restorer as restore
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMAGE = os.path.join(ROOT, "assets", "images", "chelsea.png")
@@ -79,7 +80,7 @@ def test_keep_only_k_equals_dropping_all_others(shipped, image):
 
 def test_tiled_restorer_drops_per_tile_like_the_whole_image_path(shipped, image):
     tiled = restore.Restorer(shipped.model, shipped.variables, tile=16, overlap=0,
-                             low_freq_sigma=shipped.low_freq_sigma)
+                             low_freq_fix=shipped.low_freq_fix)
     plain_tiled = tiled.restore(image)
     np.testing.assert_array_equal(explorer.restore_with_codebooks(tiled, image)[0], plain_tiled)
     dropped = explorer.restore_with_codebooks(tiled, image, drop=1)[0]

@@ -11,7 +11,9 @@ import pytest
 import skimage.data
 
 from adacode_jax.cli import export as export_cli
-from adacode_jax import checkpointing, export, models, restore
+from adacode_jax.models import checkpointing
+from adacode_jax.inference import export, restorer as restore
+from adacode_jax import models
 
 
 @pytest.fixture(scope="module")

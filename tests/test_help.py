@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from adacode_jax import config_lib, resources
+from adacode_jax.configs import _base as config_lib
+from adacode_jax import resources
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -24,13 +24,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from adacode_jax import checkpointing, convert, errors, evaluate, files, models
-from adacode_jax import restore, torchzip
+from adacode_jax.models import checkpointing
+from adacode_jax.inference import convert
+from adacode_jax import errors, files, models
+from adacode_jax.evaluation import evaluate
+from adacode_jax.inference import restorer as restore, torchzip
 from adacode_jax.cli import convert as convert_cli
 from adacode_jax.cli import evaluate as evaluate_cli
 from adacode_jax.cli import make_testset as make_testset_cli
 from adacode_jax.cli import restore as restore_cli
-from adacode_jax.data import io as data_io
+from adacode_jax import images as data_io
 from adacode_jax.data import sources
 
 SIZE = 16

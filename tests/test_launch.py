@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from adacode_jax.config_lib import REPO
+from adacode_jax.configs._base import REPO
 
 SCRIPTS = [os.path.join(REPO, "launch", n) for n in ("tpu_pod.sh", "slurm_gpu.sbatch")]
 TPU = {"TPU_NAME": "adacode-test", "ZONE": "us-west4-a", "CONFIG": "configs/stage3_sr.py:x4",

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from adacode_jax import losses
+from adacode_jax.training import losses
 from tests import reference
 
 RTOL = 1e-4
@@ -80,8 +80,8 @@ def test_codebook_loss(ref, state_dict):
 def test_generator_total_without_lpips(ref, state_dict):
     f, f_hat = _nhwc(ref["aux/feat_before_quant"]), _nhwc(ref["hq/aux/feat_before_quant"])
     x, x_hat = _nhwc(ref["aux/feat_before_decoder"]), _nhwc(ref["hq/aux/feat_before_decoder"])
-    # Weights of the stage III ×4 yaml (spec §7): semantic 0.1 (the term is 0 in stage III),
-    # before_quant 0, after_quant 1, contrast 1, pixel 1, GAN 0.1, codebook 1.
+    # Weights of the stage III ×4 yaml (docs/official.md#losses): semantic 0.1 (the term is 0
+    # in stage III), before_quant 0, after_quant 1, contrast 1, pixel 1, GAN 0.1, codebook 1.
     total = (
         1.0 * jnp.sum(_codebook_loss_per_k(ref, state_dict))
         + 0.1 * float(ref["loss/semantic_loss"])

@@ -6,7 +6,7 @@ import pytest
 from skimage import color, data, filters
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from adacode_jax import metrics
+from adacode_jax.evaluation import metrics
 
 
 def _pairs():

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from jax.ad_checkpoint import print_saved_residuals
 
-from adacode_jax import convert, models
+from adacode_jax.inference import convert
+from adacode_jax import models
 from tests import reference as ref
 
 # bf16 keeps 8 significant bits: features carry relative errors of a few 2^-8, so a code whose

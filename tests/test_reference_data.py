@@ -1,5 +1,6 @@
 """The vendored reference (``tests/data/reference``) and our weight generator stand in for
-``../shared/reference``: a plain clone runs the parity tests with nothing outside the repository."""
+a full reference (``refdata.SHARED_REFERENCE_DIR``): a plain clone runs the parity tests with
+nothing outside the repository."""
 from __future__ import annotations
 
 import json
@@ -101,8 +102,7 @@ def test_stored_precision_is_within_its_budget(name):
 
 
 def _full_reference():
-    path = os.environ.get("ADACODE_FULL_REFERENCE_DIR",
-                          os.path.join(os.path.dirname(REPO), "shared", "reference"))
+    path = os.environ.get("ADACODE_FULL_REFERENCE_DIR", refdata.SHARED_REFERENCE_DIR)
     if not os.path.isfile(os.path.join(path, "stage2_seed0.npz")):
         pytest.skip("no full reference to compare the vendored copy with (optional)")
     return path

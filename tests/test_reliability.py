@@ -18,7 +18,12 @@ import pytest
 from flax import traverse_util
 
 from adacode_jax.cli import export as export_cli
-from adacode_jax import batch_restore, checkpointing, config_lib, export, models, restore, train
+from adacode_jax.inference import batch as batch_restore, export, restorer as restore
+from adacode_jax.models import checkpointing
+from adacode_jax.configs import _base as config_lib
+from adacode_jax import models
+from adacode_jax.training import loop as train, stages
+from adacode_jax.training import workdir as workdir_lib
 from tests.test_train import get_config, losses_by_step, mechanics_config
 
 
@@ -66,13 +71,13 @@ def _stage3(stage2: str, **train_overrides):
 def test_stage2_without_stage1_codebooks_is_refused_unless_allowed():
     c = get_config("stage2_adacode", "tiny")
     with pytest.raises(ValueError) as e:
-        train.prepare_config(c)
+        stages.prepare_config(c)
     assert str(e.value) == (
         "train.stage1_checkpoints is empty: stage II would mix random, frozen codebooks; list "
         "the stage I exports (--config.train.stage1_checkpoints='(\"runs/s1_<class>/export/"
         "generator\", ...)') or set train.allow_random_codebooks=True for an experiment")
     c.train.allow_random_codebooks = True
-    prepared, init = train.prepare_config(c)
+    prepared, init = stages.prepare_config(c)
     assert init == {} and prepared.model.codebooks == c.model.codebooks
 
 
@@ -81,12 +86,12 @@ def test_stage2_refuses_a_stage1_checkpoint_that_is_not_stage1(exports):
     c.train.stage1_checkpoints = (exports["good"], exports["good"])
     with pytest.raises(ValueError, match=r"^train.stage1_checkpoints: .*good/generator holds a "
                                          r"'stage2' network, not a stage I"):
-        train.prepare_config(c)
+        stages.prepare_config(c)
 
 
 def test_which_stage3_leaves_come_from_stage2():
     """Everything but the LQ encoder's own Swin stack and up stages (tiny x4: depth 1)."""
-    required, kept = train.stage2_leaves(_stage3("x"))
+    required, kept = stages.stage2_leaves(_stage3("x"))
     tops = {k.split("/")[0] for k in required}
     assert tops == {"quantize_group.0", "quantize_group.1", "after_quant_group.0",
                     "after_quant_group.1", "before_quant_group.0", "before_quant_group.1",
@@ -107,13 +112,13 @@ def test_which_stage3_leaves_come_from_stage2():
 
 
 def test_stage3_accepts_a_fitting_stage2_export(exports):
-    config, init = train.prepare_config(_stage3(exports["good"]))
+    config, init = stages.prepare_config(_stage3(exports["good"]))
     assert "teacher" in init and "disc" not in init
 
 
 def test_stage3_refuses_a_stage2_export_of_another_width(exports):
     with pytest.raises(ValueError) as e:
-        train.prepare_config(_stage3(exports["wide"]))
+        stages.prepare_config(_stage3(exports["wide"]))
     msg = str(e.value)
     assert "\n" not in msg
     assert msg.startswith(f"train.stage2_checkpoint: {exports['wide']} does not fit the stage III "
@@ -127,7 +132,7 @@ def test_stage3_refuses_a_stage2_export_of_another_width(exports):
 def test_stage3_refuses_a_stage2_export_missing_leaves(exports):
     with pytest.raises(ValueError, match=r"does not fit the stage III network \(2 of \d+ leaves "
                                          r"it must take\): missing out_conv/bias, out_conv/kernel;"):
-        train.prepare_config(_stage3(exports["no_out_conv"]))
+        stages.prepare_config(_stage3(exports["no_out_conv"]))
 
 
 def test_stage3_refuses_a_discriminator_of_another_width(exports):
@@ -135,7 +140,7 @@ def test_stage3_refuses_a_discriminator_of_another_width(exports):
     with pytest.raises(ValueError, match=r"^train.stage2_disc_checkpoint: .*discriminator_wide "
                                          r"does not fit disc.\* \(\d+ leaves missing, extra or of "
                                          r"another shape: params/"):
-        train.prepare_config(c)
+        stages.prepare_config(c)
 
 
 # ---- invalid values ---------------------------------------------------------------------------
@@ -186,23 +191,23 @@ def _dead_pid() -> int:
 
 def _write_lock(workdir, pid, host):
     os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, train.LOCK_FILE), "w") as f:
+    with open(os.path.join(workdir, workdir_lib.LOCK_FILE), "w") as f:
         json.dump({"pid": pid, "host": host, "started": "2026-01-01T00:00:00+0000"}, f)
 
 
 def test_lock_names_its_holder_and_is_released(tmp_path):
     wd = str(tmp_path)
-    path = train.acquire_lock(wd)
+    path = workdir_lib.acquire_lock(wd)
     with open(path) as f:
         holder = json.load(f)
     assert holder["pid"] == os.getpid() and holder["host"] == socket.gethostname()
     assert set(holder) == {"pid", "host", "started"}
-    with pytest.raises(train.WorkdirBusyError) as e:
-        train.acquire_lock(wd)
+    with pytest.raises(workdir_lib.WorkdirBusyError) as e:
+        workdir_lib.acquire_lock(wd)
     assert str(e.value) == (f"{wd} is in use by process {os.getpid()} on {socket.gethostname()} "
                             f"(started {holder['started']}, lock {path}); wait for that run, use "
                             "another workdir, or delete the lock if that run is dead")
-    train.release_lock(path)
+    workdir_lib.release_lock(path)
     assert not os.path.exists(path)
 
 
@@ -210,37 +215,37 @@ def test_a_stale_lock_of_this_host_is_taken_over(tmp_path, caplog):
     dead = _dead_pid()
     _write_lock(tmp_path, dead, socket.gethostname())
     with caplog.at_level(logging.WARNING):
-        path = train.acquire_lock(str(tmp_path))
+        path = workdir_lib.acquire_lock(str(tmp_path))
     with open(path) as f:
         assert json.load(f)["pid"] == os.getpid()
     assert f"taking over the lock of process {dead}" in caplog.text
-    train.release_lock(path)
+    workdir_lib.release_lock(path)
 
 
 def test_a_lock_of_another_host_is_refused(tmp_path):
     _write_lock(tmp_path, 1234, "elsewhere")
-    with pytest.raises(train.WorkdirBusyError, match=r"is in use by process 1234 on elsewhere "):
-        train.acquire_lock(str(tmp_path))
+    with pytest.raises(workdir_lib.WorkdirBusyError, match=r"is in use by process 1234 on elsewhere "):
+        workdir_lib.acquire_lock(str(tmp_path))
 
 
 def test_second_launch_on_a_held_workdir_is_refused(tmp_path):
     _write_lock(tmp_path, os.getpid(), socket.gethostname())
-    with pytest.raises(train.WorkdirBusyError, match=f"in use by process {os.getpid()}"):
+    with pytest.raises(workdir_lib.WorkdirBusyError, match=f"in use by process {os.getpid()}"):
         train.train_and_evaluate(mechanics_config(num_steps=1), str(tmp_path))
-    assert os.listdir(tmp_path) == [train.LOCK_FILE]        # nothing else was started
+    assert os.listdir(tmp_path) == [workdir_lib.LOCK_FILE]        # nothing else was started
 
 
 def test_the_lock_is_released_when_the_run_fails(tmp_path, monkeypatch):
     seen = {}
 
     def failing_run(config, init, workdir):
-        seen["held"] = os.path.exists(os.path.join(workdir, train.LOCK_FILE))
+        seen["held"] = os.path.exists(os.path.join(workdir, workdir_lib.LOCK_FILE))
         raise RuntimeError("boom")
 
     monkeypatch.setattr(train, "_run", failing_run)
     with pytest.raises(RuntimeError, match="boom"):
         train.train_and_evaluate(mechanics_config(num_steps=1), str(tmp_path))
-    assert seen["held"] and not os.path.exists(tmp_path / train.LOCK_FILE)
+    assert seen["held"] and not os.path.exists(tmp_path / workdir_lib.LOCK_FILE)
 
 
 # ---- one config per workdir ---------------------------------------------------------------------
@@ -248,7 +253,7 @@ def test_the_lock_is_released_when_the_run_fails(tmp_path, monkeypatch):
 def test_resume_refuses_another_config_and_allows_cadences(tmp_path):
     wd = str(tmp_path / "run")
     train.train_and_evaluate(mechanics_config(num_steps=1, checkpoint_every=1), wd)
-    assert not os.path.exists(os.path.join(wd, train.LOCK_FILE))
+    assert not os.path.exists(os.path.join(wd, workdir_lib.LOCK_FILE))
     c = mechanics_config(num_steps=2, checkpoint_every=1)
     c.seed = 1
     c.data.batch_size = 8
@@ -259,7 +264,7 @@ def test_resume_refuses_another_config_and_allows_cadences(tmp_path):
         f"{wd} belongs to another config: its checkpoint at step 1 differs in "
         "data.batch_size: 4 → 8; model.mlp_ratio: 4.0 → 2.0; seed: 0 → 1; resume with the "
         "saved values or start a new workdir")
-    assert not os.path.exists(os.path.join(wd, train.LOCK_FILE))
+    assert not os.path.exists(os.path.join(wd, workdir_lib.LOCK_FILE))
     # cadences, length, retention and loader settings may change
     c = mechanics_config(num_steps=2, checkpoint_every=2, log_every=2, keep_checkpoints=5,
                          async_checkpoints=True, profile=False)
@@ -276,9 +281,9 @@ def test_check_resume_config_lists_every_fixed_field():
     c.data.read_threads = 4
     c.disc.num_feat = 8
     c.train.frozen = ()
-    train.check_resume_config(saved, mechanics_config(), "wd", 3)     # same config: fine
+    workdir_lib.check_resume_config(saved, mechanics_config(), "wd", 3)     # same config: fine
     with pytest.raises(ValueError) as e:
-        train.check_resume_config(saved, c, "wd", 3)
+        workdir_lib.check_resume_config(saved, c, "wd", 3)
     assert str(e.value) == ("wd belongs to another config: its checkpoint at step 3 differs in "
                             "data.crop_size: 64 → 32; disc.num_feat: 16 → 8; "
                             "train.frozen: [\"quantize\"] → []; resume with the saved values or "

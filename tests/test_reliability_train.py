@@ -22,8 +22,10 @@ import time
 import numpy as np
 import pytest
 
-from adacode_jax import checkpointing, console, train
-from adacode_jax.config_lib import REPO
+from adacode_jax.models import checkpointing
+from adacode_jax.training import checkpoints, console, loop as train, preemption
+from adacode_jax.training import workdir as workdir_lib
+from adacode_jax.configs._base import REPO
 from tests.test_train import losses_by_step, mechanics_config, read_metrics
 
 STEPS = 6
@@ -240,7 +242,7 @@ def test_no_intact_checkpoint_is_an_error_not_a_restart(reference, tmp_path):
     with open(victim, "r+b") as f:
         f.truncate(100)
     before = read_metrics(wd)
-    with pytest.raises(train.DamagedCheckpointsError) as e:
+    with pytest.raises(checkpoints.DamagedCheckpointsError) as e:
         train.train_and_evaluate(_config(), wd)
     msg = str(e.value)
     assert msg.startswith(f"{ckpts}: none of the 3 checkpoints is intact (step 6: it does not "
@@ -250,7 +252,7 @@ def test_no_intact_checkpoint_is_an_error_not_a_restart(reference, tmp_path):
                         f"{ckpts}.bad) to train from step 0")
     assert "\n" not in msg
     assert read_metrics(wd) == before                       # nothing trained, nothing dropped
-    assert not os.path.exists(os.path.join(wd, train.LOCK_FILE))
+    assert not os.path.exists(os.path.join(wd, workdir_lib.LOCK_FILE))
 
 
 # ---- SIGINT / SIGTERM ----------------------------------------------------------------------------
@@ -317,7 +319,7 @@ def test_stop_request_agrees_across_processes(monkeypatch):
     monkeypatch.setattr(jax, "process_count", lambda: 2)
     monkeypatch.setattr(jax, "process_index", lambda: 1)
     monkeypatch.setattr(multihost, "get_jax_distributed_client", lambda: Client())
-    stop = train.StopRequest(poll_every=5)
+    stop = preemption.StopRequest(poll_every=5)
     assert not stop.agreed(5) and not stop.agreed(7) and len(barriers) == 1
     store[f"adacode:stop:{stop._round}:10/0"] = str(int(signal.SIGTERM))   # process 0's vote
     assert not stop.agreed(9)
@@ -325,7 +327,7 @@ def test_stop_request_agrees_across_processes(monkeypatch):
     assert len(barriers) == 2 and barriers[-1] == f"adacode_stop_{stop._round}_10"
     with stop:                                     # this process signalled itself
         os.kill(os.getpid(), signal.SIGINT)
-        other = train.StopRequest(poll_every=5)
+        other = preemption.StopRequest(poll_every=5)
     other.signum = signal.SIGINT
     assert other.agreed(15) and store[f"adacode:stop:{other._round}:15/1"] == str(int(signal.SIGINT))
 
@@ -342,10 +344,10 @@ def test_resume_drops_tensorboard_and_jsonl_entries_beyond_the_checkpoint(refere
                 for f in glob.glob(os.path.join(wd, "tensorboard", "events.out.tfevents*"))
                 for e in tf.compat.v1.train.summary_iterator(f))
     assert later >= 3
-    assert train.drop_logs_after(wd, 4) == {"metrics.jsonl": 2, "tensorboard": later}
+    assert workdir_lib.drop_logs_after(wd, 4) == {"metrics.jsonl": 2, "tensorboard": later}
     assert _tensorboard_steps(wd, "loss/g_total") == [1, 2, 3, 4]
     assert [m["step"] for m in read_metrics(wd)] == [1, 2, 3, 4]
-    train.drop_logs_after(wd, 0)
+    workdir_lib.drop_logs_after(wd, 0)
     assert _tensorboard_steps(wd, "loss/g_total") == [] and read_metrics(wd) == []
 
 
@@ -375,7 +377,7 @@ def test_enospc_during_a_checkpoint_is_one_error_and_earlier_ones_stay(reference
     assert " MB, " in msg and "\n" not in msg
     assert sorted(os.listdir(ckpts)) == ["2"]                  # the partial step 4 is gone
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
-    assert not os.path.exists(os.path.join(wd, train.LOCK_FILE))
+    assert not os.path.exists(os.path.join(wd, workdir_lib.LOCK_FILE))
     monkeypatch.undo()
     train.train_and_evaluate(_config(), wd)
     _assert_same_run(reference, wd)
@@ -443,7 +445,7 @@ sys.path.insert(0, {repo!r})
 from absl import flags
 flags.FLAGS.mark_as_parsed()
 from tests.test_reliability_train import _config
-from adacode_jax import train
+from adacode_jax.training import loop as train
 train.train_and_evaluate(_config(), {wd!r})
 """
 

@@ -1,4 +1,4 @@
-"""Training curves and timing from metrics.jsonl (adacode_jax.report)."""
+"""Training curves and timing from metrics.jsonl (adacode_jax.evaluation.report)."""
 from __future__ import annotations
 
 import json
@@ -6,7 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from adacode_jax import report
+from adacode_jax.cli import report as report_cli
+from adacode_jax.evaluation import report
 
 
 def _write(path, records):
@@ -35,7 +36,7 @@ def test_curves_are_drawn_for_every_run_and_metric(tmp_path):
                                 for s in range(10, 200, 10)])
     b = _write(tmp_path / "b", [{"step": s, "val/psnr": 12 + s / 20} for s in range(10, 200, 10)])
     out = report.plot_curves({"a": a, "b": b}, ["val/psnr", "loss/pix"], str(tmp_path / "c.png"))
-    from adacode_jax.data import io
+    from adacode_jax import images as io
 
     img = io.read_image(out)
     assert img.shape[1] > img.shape[0] > 200 and np.std(img) > 0.05
@@ -44,4 +45,4 @@ def test_curves_are_drawn_for_every_run_and_metric(tmp_path):
 def test_missing_run_names_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="metrics.jsonl"):
         report.read_metrics(str(tmp_path))
-    assert report.main(["timing", "--run", f"x={tmp_path}"]) == 1
+    assert report_cli.main(["timing", "--run", f"x={tmp_path}"]) == 1

@@ -15,7 +15,10 @@ import skimage.data
 from PIL import Image
 
 from adacode_jax.cli import restore as restore_cli
-from adacode_jax import batch_restore, checkpointing, imageio, models, restore, tiling, visualize
+from adacode_jax.inference import batch as batch_restore, restorer as restore, tiling
+from adacode_jax.models import checkpointing
+from adacode_jax import images as imageio, models
+from adacode_jax.evaluation import visualize
 
 SIZE = 128          # LR side of the test images
 TILE, OVERLAP = 64, 16

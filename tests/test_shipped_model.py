@@ -1,6 +1,6 @@
 """The shipped compact ×4 model on real pixels: the frozen held-out set (assets/evalset, 23 real
 photos never trained on, BSRGAN ×4 seed 123), scored against bicubic with the evaluation
-protocol of ``python -m adacode_jax.compare``, and against the figures in its model card."""
+protocol of ``python -m adacode_jax.cli.compare``, and against the figures in its model card."""
 from __future__ import annotations
 
 import json
@@ -9,7 +9,9 @@ import os
 import pytest
 
 from adacode_jax.cli import restore as restore_cli
-from adacode_jax import compare, config_lib, restore
+from adacode_jax.evaluation import compare
+from adacode_jax.configs import _base as config_lib
+from adacode_jax.inference import restorer as restore
 
 CARD_METRICS = os.path.join(restore.PRETRAINED_DIR, "compact_sr_x4_evalset.json")
 
@@ -44,7 +46,7 @@ def test_shipped_model_scores_as_its_model_card_says(scores):
 
 
 def test_restore_defaults_to_the_shipped_model(tmp_path):
-    from adacode_jax.data import io as data_io
+    from adacode_jax import images as data_io
 
     lq = os.path.join(config_lib.EVALSET, "lq")
     name = sorted(os.listdir(lq))[0]
@@ -62,10 +64,10 @@ def test_no_shipped_model_for_other_tasks_names_the_fix():
         restore.shipped_model("inpaint")
 
 
-def test_the_shipped_model_runs_with_the_low_frequency_fix_it_recommends():
+def test_the_shipped_model_runs_with_the_low_freq_fix_it_recommends():
     hints = restore.inference_hints(restore.shipped_model("sr", 4))
-    assert hints["low_freq_sigma"] == 4.0
+    assert hints["low_freq_fix"] == 4.0
     r = restore.Restorer.from_checkpoint(None, "sr", scale=4)
-    assert r.low_freq_sigma == 4.0
-    raw = restore.Restorer.from_checkpoint(None, "sr", scale=4, low_freq_sigma=0.0)
-    assert raw.low_freq_sigma == 0.0                 # an explicit value wins over the hint
+    assert r.low_freq_fix == 4.0
+    raw = restore.Restorer.from_checkpoint(None, "sr", scale=4, low_freq_fix=0.0)
+    assert raw.low_freq_fix == 0.0                 # an explicit value wins over the hint

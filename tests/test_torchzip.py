@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from adacode_jax import torchzip
+from adacode_jax.inference import torchzip
 
 
 def _state_dict():

@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 
-from adacode_jax import steps, train
+from adacode_jax.training import logs, steps, loop as train
 from tests.test_train import losses_by_step, mechanics_config
 
 
@@ -97,7 +97,7 @@ def test_resume_onto_a_different_device_count(one_device, tmp_path, linear_optim
 def test_non_finite_loss_stops_the_run_naming_step_and_term(tmp_path):
     """lr 1e12: step 1's losses are finite, its update is not. The loop reads metrics one
     step late, yet names step 2, and nothing non-finite is checkpointed."""
-    with pytest.raises(train.NonFiniteLossError, match=r"non-finite loss at step 2: loss/"):
+    with pytest.raises(logs.NonFiniteLossError, match=r"non-finite loss at step 2: loss/"):
         train.train_and_evaluate(mechanics_config(num_steps=8, lr_g=1e12, checkpoint_every=2),
                                  str(tmp_path / "nan"))
     saved = os.listdir(tmp_path / "nan" / "checkpoints")

@@ -7,7 +7,9 @@ import jax
 import numpy as np
 import pytest
 
-from adacode_jax import config_lib, convert, steps
+from adacode_jax.configs import _base as config_lib
+from adacode_jax.inference import convert
+from adacode_jax.training import steps
 from tests import reference as ref
 
 # metric name -> fixture array (the G-step terms are unweighted in our metrics)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from adacode_jax import visualize
+from adacode_jax.evaluation import visualize
 
 
 def test_training_weight_maps_share_one_scale_and_fill_the_image_size():

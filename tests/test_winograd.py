@@ -1,4 +1,4 @@
-"""The Winograd F(2×2, 3×3) CPU kernel (adacode_jax/cpu_kernels): equal to XLA's convolution,
+"""The Winograd F(2×2, 3×3) CPU kernel (adacode_jax/ops): equal to XLA's convolution,
 its gradients through ``models/conv.py``, the networks' parity with it, and when it is used.
 
 The kernel is compiled on first use; on a machine without a C++ compiler (and without the
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from jax import lax
 
-from adacode_jax.cpu_kernels import build, winograd
-from adacode_jax.models import conv
+from adacode_jax.ops import build, winograd
+from adacode_jax.ops import conv
 
 # The suite runs on 8 fake CPU devices (conftest), where the default "auto" keeps XLA's path.
 needs_kernel = pytest.mark.skipif(not build.compilers(), reason="no C++ compiler on this machine")
@@ -151,8 +151,8 @@ def test_library_kept_beside_the_source_not_in_home(monkeypatch, tmp_path):
 @needs_kernel
 @pytest.mark.parametrize("kind", ["sr_x4", "stage2"])
 def test_networks_match_the_reference_with_the_kernel(kind, monkeypatch):
-    """The official outputs (../shared/reference criteria, tests/test_parity.py) with every
-    eligible convolution on the kernel: indices at clear gaps, and outputs with them forced."""
+    """The official outputs (the criteria of docs/official.md#reference-outputs,
+    tests/test_parity.py) with every eligible convolution on the kernel: indices at clear gaps, and outputs with them forced."""
     from tests import reference as ref
     from tests.test_parity import _gaps, _indices, converted
     monkeypatch.setenv(winograd.ENV, "1")
@@ -176,7 +176,7 @@ def test_networks_match_the_reference_with_the_kernel(kind, monkeypatch):
 def test_benchmark_counts_the_networks_flops_not_the_custom_calls(monkeypatch):
     """XLA's cost analysis counts nothing for the custom call; the benchmark's FLOP figure is
     the direct convolution's all the same."""
-    from adacode_jax import bench
+    from adacode_jax.tools import bench
     x, k, _ = _data((1, 16, 16, 32, 64), seed=4)
 
     def f(x, k):
@@ -196,7 +196,8 @@ def test_benchmark_counts_the_networks_flops_not_the_custom_calls(monkeypatch):
 @needs_kernel
 def test_export_keeps_xla_convolutions(monkeypatch):
     """A jax.export artefact must run without this package: no kernel in it even when forced."""
-    from adacode_jax import export, models
+    from adacode_jax.inference import export
+    from adacode_jax import models
     model = models.build(models.tiny_model_config("sr_x2"))      # 32 channels: kernel-eligible
     x = jnp.zeros((1, 32, 32, 3))
     variables = {"params": jax.jit(model.init)(jax.random.key(0), x)["params"]}

@@ -1,5 +1,5 @@
-"""``python -m adacode_jax.app``: the local web app (Gradio) for restoring images and exploring
-the codebooks; the page itself is :mod:`adacode_jax.app`.
+"""``python -m adacode_jax.cli.app``: the local web app (Gradio) for restoring images and exploring
+the codebooks; the page itself is :mod:`adacode_jax.app.webapp`.
 
 Everything the app writes (uploads, results) goes into one temporary folder, removed on exit.
 Needs the ``app`` extra (``pip install 'adacode-jax[app]'``: Gradio).
@@ -16,9 +16,9 @@ import tempfile
 from adacode_jax.cli import common
 
 EXAMPLES = (
-    "python -m adacode_jax.app                                # shipped compact x4 model",
-    "python -m adacode_jax.app --port 7860 --model ckpt/sr_x2  # plus a x2 checkpoint directory",
-    "python -m adacode_jax.app --model official=AdaCode_SR_X4_model_g.pth:sr_x4 "
+    "python -m adacode_jax.cli.app                                # shipped compact x4 model",
+    "python -m adacode_jax.cli.app --port 7860 --model ckpt/sr_x2  # plus a x2 checkpoint directory",
+    "python -m adacode_jax.cli.app --model official=AdaCode_SR_X4_model_g.pth:sr_x4 "
     "--model AdaCode_Inpaint_model_g.pth:inpaint",
 )
 
@@ -57,7 +57,7 @@ def _main(argv: list[str] | None = None) -> int:
         tile = args.tile if args.tile == "auto" else int(args.tile)
     except ValueError:
         return common.fail(f"--tile must be 'auto' or an integer, got {args.tile!r}")
-    from adacode_jax import app   # Gradio is imported only by app.build_ui
+    from adacode_jax.app import webapp as app   # Gradio is imported only by app.build_ui
 
     specs = [] if args.no_shipped else app.shipped_models()
     specs += [app.parse_model(text) for text in args.model]

@@ -1,6 +1,7 @@
-"""``python -m adacode_jax.bench``: speed figures, ours beside the official code's.
+"""``python -m adacode_jax.cli.bench``: speed figures, ours beside the official code's.
 
-The library is :mod:`adacode_jax.bench`; this module parses arguments, pins the process to
+The library is :mod:`adacode_jax.tools.bench` (the timing beside the official code:
+:mod:`adacode_jax.tools.bench_official`); this module parses arguments, pins the process to
 ``--threads`` cores before JAX starts and prints one JSON line per figure, then a table.
 """
 from __future__ import annotations
@@ -16,7 +17,7 @@ from adacode_jax.cli import common
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")   # TF only reads data and writes logs here; its oneDNN note is noise
 
-PROG = "python -m adacode_jax.bench"
+PROG = "python -m adacode_jax.cli.bench"
 EXAMPLES = (
     f"{PROG} --threads 2 --reference-repo ~/adacode-official   # the full side-by-side table",
     f"{PROG} --threads 2                                       # ours only, no ratio",
@@ -27,7 +28,7 @@ REFERENCE_REPO_ENV = "ADACODE_REFERENCE_REPO"
 
 
 def build_parser() -> common.ArgumentParser:
-    from adacode_jax import bench
+    from adacode_jax.tools import bench
 
     p = common.ArgumentParser(prog=PROG, description=bench.__doc__, examples=EXAMPLES)
     p.add_argument("--only", nargs="+", choices=bench.BENCHES, default=list(bench.BENCHES),
@@ -74,12 +75,12 @@ def _main(argv: list[str] | None = None) -> int:
         args.runs, args.train_runs, args.data_seconds = 1, 1, 0.5
     from absl import flags
 
-    from adacode_jax import bench
+    from adacode_jax.tools import bench, bench_official
 
     reference = None
     if args.reference_repo:
-        reference = bench.Reference(args.reference_repo, threads=threads,
-                                    python=args.reference_python)
+        reference = bench_official.Reference(args.reference_repo, threads=threads,
+                                             python=args.reference_python)
     flags.FLAGS.mark_as_parsed()  # Grain reads absl flags
     bench.run(args.only, runs=args.runs, train_runs=args.train_runs,
               data_seconds=args.data_seconds, accel=args.accel, accel_batch=args.accel_batch,

@@ -103,3 +103,16 @@ def entry(impl: Callable[[list[str] | None], int | None]) -> Callable[[], None]:
     def console() -> None:
         sys.exit(run(impl))
     return console
+
+
+def named_paths(items: list[str], parser: argparse.ArgumentParser, flag: str,
+                value: str) -> dict[str, str]:
+    """``{name: path}`` of repeated ``FLAG NAME=PATH`` items; a malformed one is a usage error
+    (``--run 'x': expected NAME=WORKDIR``)."""
+    out = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            parser.error(f"{flag} {item!r}: expected NAME={value}")
+        out[name] = path
+    return out

@@ -1,5 +1,5 @@
-"""``adacode-convert`` / ``python -m adacode_jax.convert``: official AdaCode ``.pth`` files to
-inference checkpoints (library: :mod:`adacode_jax.convert`)."""
+"""``adacode-convert`` / ``python -m adacode_jax.cli.convert``: official AdaCode ``.pth`` files to
+inference checkpoints (library: :mod:`adacode_jax.inference.convert`)."""
 from __future__ import annotations
 
 import argparse
@@ -38,7 +38,7 @@ def _main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     import jax
     import numpy as np
-    from adacode_jax import convert
+    from adacode_jax.inference import convert
     convert.check_output(args.output, overwrite=args.overwrite)    # before any work
     try:
         sd = convert.read_state_dict(args.input)

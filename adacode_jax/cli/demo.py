@@ -1,5 +1,5 @@
-"""``adacode-demo`` / ``make demo`` / ``python -m adacode_jax.demo``: the shipped model on the
-embedded images, then the three training stages in miniature (:mod:`adacode_jax.demo`)."""
+"""``adacode-demo`` / ``make demo`` / ``python -m adacode_jax.cli.demo``: the shipped model on the
+embedded images, then the three training stages in miniature (:mod:`adacode_jax.tools.demo`)."""
 from __future__ import annotations
 
 import argparse
@@ -35,9 +35,9 @@ def _main(argv: list[str] | None = None) -> int:
     if not args.steps_scale > 0:
         return common.fail(f"--steps-scale {args.steps_scale}: must be > 0")
     from absl import flags, logging
-    from adacode_jax import demo
+    from adacode_jax.tools import demo
 
-    flags.FLAGS.mark_as_parsed()      # grain reads absl flags (stack.md trap 1)
+    flags.FLAGS.mark_as_parsed()      # grain reads absl flags (docs/assets.md#software-stack, pitfall 1)
     logging.set_verbosity(logging.WARNING)
     t0 = time.time()
     demo.run(args.workdir, args.steps_scale, train=not args.no_train)

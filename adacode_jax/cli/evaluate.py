@@ -1,8 +1,8 @@
-"""``adacode-evaluate`` / ``python -m adacode_jax.evaluate``: score restored images.
+"""``adacode-evaluate`` / ``python -m adacode_jax.cli.evaluate``: score restored images.
 
 Two subcommands: the default compares a folder of restored images with a folder of ground
 truth; ``benchmark`` restores a frozen test set (``make_testset``) and scores it in one go.
-The library is :mod:`adacode_jax.evaluate`.
+The library is :mod:`adacode_jax.evaluation.evaluate`.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ SUBCOMMANDS = ("(none): compare --pred with --gt folders;  "
 
 
 def _common_metric_args(p: argparse.ArgumentParser) -> None:
-    from adacode_jax import evaluate
+    from adacode_jax.evaluation import evaluate
     p.add_argument("--crop-border", type=int, default=4,
                    help="pixels cropped from each side for PSNR/SSIM (as the official evaluate.py)")
     p.add_argument("--y", choices=sorted(evaluate.Y_SPACES), default="ycbcr",
@@ -45,7 +45,7 @@ def _evaluator_kwargs(args) -> dict[str, Any]:
 
 
 def _finish(results: dict[str, Any], args) -> int:
-    from adacode_jax import evaluate
+    from adacode_jax.evaluation import evaluate
     for item in results["inputs"].get("skipped", ()):
         print(f"note: {item['file']}: skipped, {item['reason']}", file=sys.stderr)
     print(evaluate.format_results(results, per_image=not args.quiet))
@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _main(argv: list[str] | None = None) -> int:
-    from adacode_jax import evaluate
+    from adacode_jax.evaluation import evaluate
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["benchmark"]:
         p = benchmark_parser()

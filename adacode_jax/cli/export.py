@@ -1,5 +1,5 @@
-"""``adacode-export`` / ``python -m adacode_jax.export``: a restoration network for serving,
-as inference parameters plus a StableHLO artefact (library: :mod:`adacode_jax.export`)."""
+"""``adacode-export`` / ``python -m adacode_jax.cli.export``: a restoration network for serving,
+as inference parameters plus a StableHLO artefact (library: :mod:`adacode_jax.inference.export`)."""
 from __future__ import annotations
 
 import argparse
@@ -26,7 +26,7 @@ def _shape_arg(text: str) -> tuple[int, int] | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from adacode_jax import export, restore
+    from adacode_jax.inference import export, restorer as restore
     p = common.ArgumentParser(prog="adacode-export",
                               description="Export a restoration network for serving: model.json + "
                                           "params (Orbax) and restore.jax_exported (StableHLO).",
@@ -47,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from adacode_jax import export, models, restore
+    from adacode_jax.inference import export, restorer as restore
+    from adacode_jax import models
     try:
         kind = restore.requested_kind(args.checkpoint, args.task, args.scale)
         cfg, variables, source = restore.load_network(args.checkpoint, kind, task=args.task,

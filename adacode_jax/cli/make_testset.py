@@ -1,5 +1,5 @@
-"""``adacode-make-testset`` / ``python -m adacode_jax.data.make_testset``: a frozen, deterministic
-evaluation set (library: :mod:`adacode_jax.data.make_testset`)."""
+"""``adacode-make-testset`` / ``python -m adacode_jax.cli.make_testset``: a frozen, deterministic
+evaluation set (library: :mod:`adacode_jax.tools.make_testset`)."""
 from __future__ import annotations
 
 import argparse
@@ -15,7 +15,7 @@ EXAMPLES = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from adacode_jax.data import make_testset
+    from adacode_jax.tools import make_testset
     p = common.ArgumentParser(
         prog="adacode-make-testset",
         description="Write a deterministic degraded (SR: BSRGAN) or masked (inpainting) test set "
@@ -41,7 +41,7 @@ def _main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not os.path.isdir(args.input):
         parser.error(f"--input {args.input!r} is not a folder")
-    from adacode_jax.data import make_testset
+    from adacode_jax.tools import make_testset
     manifest = make_testset.make_testset(args.input, args.output, args.task, args.seed,
                                          not args.no_progress, overwrite=args.overwrite,
                                          max_pixels=args.max_pixels)

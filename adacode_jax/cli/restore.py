@@ -1,7 +1,7 @@
-"""``adacode-restore`` / ``python -m adacode_jax.restore``: restore image files and folders.
+"""``adacode-restore`` / ``python -m adacode_jax.cli.restore``: restore image files and folders.
 
-The library behind it is :class:`adacode_jax.restore.Restorer` (one image) and
-:mod:`adacode_jax.batch_restore` (folders, output names, per-file errors).
+The library behind it is :class:`adacode_jax.inference.restorer.Restorer` (one image) and
+:mod:`adacode_jax.inference.batch` (folders, output names, per-file errors).
 """
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def _device_arg(text: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from adacode_jax import restore   # the library's choices and defaults
+    from adacode_jax.inference import restorer as restore   # the library's choices and defaults
     p = common.ArgumentParser(
         prog="adacode-restore",
         description="Restore images with an AdaCode network (SR x2/x4, inpainting). Without "
@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write DIR/weight_maps/<name>.png: the K codebook weight maps")
     p.add_argument("--drop-codebook", type=int, action="append", default=[], metavar="K",
                    help="codebook explorer: set basis codebook K's weight w_K to 0 before "
-                        "decoding (repeatable; see adacode_jax.explorer)")
+                        "decoding (repeatable; see adacode_jax.inference.explorer)")
     p.add_argument("--keep-codebook", type=int, action="append", default=None, metavar="K",
                    help="codebook explorer: decode with codebook K only (repeatable: with those "
                         "only); the weight maps saved are still the predicted ones")
@@ -159,7 +159,8 @@ def _main(argv: list[str] | None = None) -> int:
 def _restore(args) -> int:
     import jax
     import jax.numpy as jnp
-    from adacode_jax import batch_restore, imageio, restore
+    from adacode_jax.inference import batch as batch_restore, restorer as restore
+    from adacode_jax import images as imageio
     err = lambda *a: print(*a, file=sys.stderr)  # noqa: E731
     if args.checkpoint is None:
         shipped = restore.shipped_model(args.task or "sr", args.scale if args.scale else 4)
@@ -176,14 +177,14 @@ def _restore(args) -> int:
         restorer = restore.Restorer.from_checkpoint(
             args.checkpoint, args.task, scale=args.scale, dtype=args.dtype, tile=args.tile,
             overlap=args.tile_overlap, buckets=not args.exact_padding, alpha=args.alpha,
-            progress=not args.no_progress, low_freq_sigma=args.low_freq_fix,
+            progress=not args.no_progress, low_freq_fix=args.low_freq_fix,
             outscale=args.outscale)
     except FileNotFoundError as e:
         return common.fail(f"{e}; check the path")
     except (ValueError, TypeError) as e:
         return common.fail(str(e))
     if args.drop_codebook or args.keep_codebook is not None:
-        from adacode_jax import explorer   # raises UserError for a codebook the network lacks
+        from adacode_jax.inference import explorer   # raises UserError for a codebook the network lacks
         k = explorer.num_codebooks(restorer)
         restorer.codebook_mask = explorer.codebook_mask(k, drop=args.drop_codebook,
                                                         keep=args.keep_codebook)

@@ -1,5 +1,5 @@
-"""``python -m adacode_jax.data.split_by_class``: stage I's semantic subsets (library:
-:mod:`adacode_jax.data.split_by_class`)."""
+"""``python -m adacode_jax.cli.split_by_class``: stage I's semantic subsets (library:
+:mod:`adacode_jax.tools.split_by_class`)."""
 from __future__ import annotations
 
 import argparse
@@ -9,16 +9,16 @@ import sys
 from adacode_jax.cli import common
 
 EXAMPLES = (
-    "python -m adacode_jax.data.split_by_class --input data/DIV2K_train_HR --output data/classes "
+    "python -m adacode_jax.cli.split_by_class --input data/DIV2K_train_HR --output data/classes "
     "--segmenter segformer:/models/segformer-b5-ade --portraits data/FFHQ",
-    "python -m adacode_jax.data.split_by_class --input imgs/ --output classes/ "
+    "python -m adacode_jax.cli.split_by_class --input imgs/ --output classes/ "
     "--segmenter mypkg.seg:label_map",
 )
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = common.ArgumentParser(
-        prog="python -m adacode_jax.data.split_by_class",
+        prog="python -m adacode_jax.cli.split_by_class",
         description="Cut images into patches and list them by semantic super-class (stage I): "
                     "OUTPUT/patches, architecture.txt, indoor.txt, natural.txt, street.txt, "
                     "all.txt, portrait.txt and summary.tsv.",
@@ -42,7 +42,7 @@ def _main(argv: list[str] | None = None) -> int:
         parser.error(f"--input {args.input!r} is not a folder")
     if args.patch_size < 1 or (args.stride is not None and args.stride < 1):
         parser.error("--patch-size and --stride must be positive")
-    from adacode_jax.data import segmenters, split_by_class
+    from adacode_jax.tools import segmenters, split_by_class
     try:
         segment = segmenters.load_segmenter(args.segmenter)
     except (ValueError, ImportError, AttributeError, FileNotFoundError) as e:

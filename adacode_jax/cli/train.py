@@ -1,7 +1,7 @@
 """``adacode-train`` / ``python -m adacode_jax.main``: train one AdaCode stage from a config.
 
 Flags, the distributed runtime and logging; everything else is
-:func:`adacode_jax.train.train_and_evaluate`. ``--config`` takes a packaged config by name
+:func:`adacode_jax.training.loop.train_and_evaluate`. ``--config`` takes a packaged config by name
 (``stage3_sr:x4,tiny``) or a config file (``configs/stage3_sr.py:x4``); ``--help`` lists the
 configs and ``--describe`` prints every field of one with its value and meaning.
 """
@@ -185,7 +185,7 @@ class _QuietLibraries(std_logging.Filter):
 
 def describe_text() -> str:
     """``--describe``: the parsed config, every field with its value and meaning."""
-    from adacode_jax import config_lib
+    from adacode_jax.configs import _base as config_lib
 
     spec = config_flags.get_config_filename(flags.FLAGS["config"])   # FILE[:VARIANT]
     overrides = config_flags.get_override_values(flags.FLAGS["config"])
@@ -211,7 +211,7 @@ def run_training(argv) -> None:
     _maybe_initialize_distributed()
     import jax
 
-    from adacode_jax import train  # after the runtime is up
+    from adacode_jax.training import loop as train  # after the runtime is up
 
     if jax.process_count() > 1:    # one process: the run header names the devices
         logging.info("process %d of %d; local devices %s; global devices %d",

@@ -9,7 +9,7 @@ codebooks from the compact stage I runs) and "compact,single" (the Table 1 basel
 codebook holding as many codes, from the stage I ``all,compact`` run; its weight predictor
 has one map).
 """
-from adacode_jax import config_lib
+from adacode_jax.configs import _base as config_lib
 
 # One line for `adacode-train --help` (adacode_jax.resources.config_summaries).
 VARIANTS = "'' (paper, default) | tiny | compact | compact,single (one-codebook baseline)"
@@ -25,7 +25,14 @@ def get_config(arg: str = ""):
     if "tiny" in parts:
         config_lib.make_tiny(c)
     if "compact" in parts:
+        # The compact recipe's choices for this stage (docs/reproduction.md):
+        # stage2_init_from_stage1: encoder, decoder and the before/after-quant convs from the
+        # stage I exports (a fresh encoder collapses onto a few codes of the frozen codebooks
+        # in a short run).
         config_lib.make_compact(c)
+        c.train.num_steps = 1000
+        c.train.lr_g = 5e-4
+        c.train.stage2_init_from_stage1 = True
         if "single" in parts:
             c.model.codebooks = ((768, 64),)
     return c

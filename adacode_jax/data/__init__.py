@@ -2,9 +2,10 @@
 
 Modules, in the order data flows through them:
 
-- :mod:`~adacode_jax.data.io`: robust image reading (grey, RGBA, 16-bit, EXIF) and PNG writing;
+- :mod:`~adacode_jax.images`: robust image reading (grey, RGBA, 16-bit, EXIF) and PNG writing;
 - :mod:`~adacode_jax.data.sources`: folders, list files, paired GT/LR folders, TFDS;
-- :mod:`~adacode_jax.data.transforms`: random resize, crop, flips (spec §9);
+- :mod:`~adacode_jax.data.transforms`: random resize, crop, flips
+  (docs/official.md#data-transforms);
 - :mod:`~adacode_jax.data.kernels`, :mod:`~adacode_jax.data.imresize`,
   :mod:`~adacode_jax.data.degradations`: the BSRGAN degradation for current NumPy/SciPy;
 - :mod:`~adacode_jax.data.masks`: brush-stroke inpainting masks;
@@ -12,7 +13,7 @@ Modules, in the order data flows through them:
 - :mod:`~adacode_jax.data.pipeline`: ``default_data_config()``, ``make_iterator(config.data)``,
   ``make_global_batch``; :mod:`~adacode_jax.data.iterator_state`: resume exactly.
 
-Tools: ``python -m adacode_jax.data.make_testset`` (frozen evaluation sets),
-``python -m adacode_jax.data.split_by_class`` (stage I semantic subsets, with the ADE20K table
-of :mod:`~adacode_jax.data.ade20k`), ``python -m adacode_jax.data.bench`` (throughput).
+Tools: ``python -m adacode_jax.cli.make_testset`` (frozen evaluation sets),
+``python -m adacode_jax.cli.split_by_class`` (stage I semantic subsets, with the ADE20K table
+of :mod:`~adacode_jax.tools.ade20k`), ``python -m adacode_jax.cli.data_bench`` (throughput).
 """

@@ -1,4 +1,5 @@
-"""BSRGAN blind degradation (Zhang et al. 2021) as used by AdaCode, spec §9.
+"""BSRGAN blind degradation (Zhang et al. 2021) as used by AdaCode
+(docs/official.md#bsrgan-degradation).
 
 ``degrade_bsrgan(gt, sf, rng)`` turns a float32 RGB (H, W, 3) image in [0, 1] into its
 low-quality version of size (H/sf, W/sf, 3), following the reference's

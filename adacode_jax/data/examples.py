@@ -26,7 +26,7 @@ import numpy as np
 
 from adacode_jax import errors
 from adacode_jax.data import degradations
-from adacode_jax.data import io
+from adacode_jax import images as io
 from adacode_jax.data import masks
 from adacode_jax.data import sources as sources_lib
 from adacode_jax.data import transforms

@@ -1,7 +1,8 @@
 """Blur kernels of the BSRGAN degradation model, for current NumPy/SciPy.
 
 The reference (BSRGAN ``utils_blindsr``) builds these with ``scipy.finfo`` and
-``scipy.interpolate.interp2d``, both gone from current SciPy (spec §9). Here:
+``scipy.interpolate.interp2d``, both gone from current SciPy
+(docs/official.md#bsrgan-degradation). Here:
 
 - :func:`gaussian_kernel` is MATLAB ``fspecial('gaussian')`` with ``np.finfo``;
 - :func:`anisotropic_gaussian_kernel` evaluates the same 2-D normal density as the

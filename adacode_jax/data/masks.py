@@ -1,4 +1,5 @@
-"""Free-form brush-stroke inpainting masks (the reference's ``brush_stroke_mask``, spec §9).
+"""Free-form brush-stroke inpainting masks (the reference's ``brush_stroke_mask``,
+docs/official.md#inpainting-masks).
 
 Each mask has 1-3 strokes; a stroke is a polyline of 8-27 segments whose directions alternate
 around 2*pi/5 (+-U(0, 2*pi/15) spread), with segment lengths ~ N(r, r // 2) clipped to

@@ -34,7 +34,7 @@ import numpy as np
 from absl import logging
 
 from adacode_jax import files
-from adacode_jax.data import io
+from adacode_jax import images as io
 
 Key = Any  # a path, a (gt, lq) path pair, or an int index
 

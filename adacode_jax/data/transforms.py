@@ -1,4 +1,5 @@
-"""Geometric transforms of training crops: resizes, random crops and flips (spec §9).
+"""Geometric transforms of training crops: resizes, random crops and flips
+(docs/official.md#data-transforms).
 
 Images are float32 (H, W, C) in [0, 1]. Random functions take an ``np.random.Generator``;
 paired variants apply the same geometry to a GT image and its LR (``sf`` times smaller).

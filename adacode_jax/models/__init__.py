@@ -22,7 +22,8 @@ from adacode_jax.models.adacode import AdaCodeNet
 from adacode_jax.models.discriminator import UNetDiscriminatorSN
 from adacode_jax.models.layers import CHANNELS
 
-# The released basis codebooks (n_e, e_dim), in checkpoint order (spec §1).
+# The released basis codebooks (n_e, e_dim), in checkpoint order
+# (docs/official.md#quantizer-and-codebooks).
 OFFICIAL_CODEBOOKS = ((512, 256), (256, 256), (512, 256), (256, 256), (256, 256))
 GENERATOR_KINDS = ("stage1", "stage2", "sr_x4", "sr_x2", "inpaint")
 KINDS = GENERATOR_KINDS + ("disc",)

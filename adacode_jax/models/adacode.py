@@ -1,4 +1,4 @@
-"""The AdaCode generator for all three stages (spec §3-§5, paper §3).
+"""The AdaCode generator for all three stages (docs/official.md#network-classes, paper §3).
 
 One Linen module, :class:`AdaCodeNet`, covers the official ``FeMaSRNet`` (stage I, one
 codebook), ``AdaCodeSRNet`` (stage II reconstruction, K codebooks) and

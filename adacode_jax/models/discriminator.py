@@ -1,4 +1,5 @@
-"""Real-ESRGAN's U-Net discriminator with spectral norm (spec §6), used in all three stages.
+"""Real-ESRGAN's U-Net discriminator with spectral norm, used in all three stages
+(docs/official.md#discriminator).
 
 Spectral norm keeps torch's semantics: ``u`` and ``v`` are state (collection ``spectral``);
 in eval mode the stored vectors give σ = uᵀWv; in training mode one power iteration
@@ -13,7 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from adacode_jax.models.conv import conv_general_dilated
+from adacode_jax.ops.conv import conv_general_dilated
 from adacode_jax.models.layers import torch_conv
 
 Dtype = Any

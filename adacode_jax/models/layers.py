@@ -1,8 +1,8 @@
-"""Convolutional building blocks shared by every AdaCode network (spec §2).
+"""Convolutional building blocks shared by every AdaCode network (docs/official.md#building-blocks).
 
 Every array is NHWC. Module names follow the official PyTorch state-dict names segment for
 segment (``conv.0.norm``, ``block.1`` ...), so ``".".join(path)`` of a Flax parameter is the
-official key; :mod:`adacode_jax.convert` relies on that.
+official key; :mod:`adacode_jax.inference.convert` relies on that.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from adacode_jax.models.conv import (NHWC, conv_general_dilated, filter_grad_by_blocks,
+from adacode_jax.ops.conv import (NHWC, conv_general_dilated, filter_grad_by_blocks,
                                      input_grad_stride1)
 
 Dtype = Any
@@ -211,7 +211,8 @@ class GroupNorm(nn.Module):
 
 
 class ResBlock(nn.Module):
-    """Pre-activation residual block ``x + conv(act(gn(conv(act(gn(x))))))`` (spec §2).
+    """Pre-activation residual block ``x + conv(act(gn(conv(act(gn(x))))))``
+    (docs/official.md#building-blocks).
 
     Submodule names are the official ``conv.{0,2,3,5}`` indices; 1 and 4 are the SiLUs.
     """

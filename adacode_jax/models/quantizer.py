@@ -1,9 +1,10 @@
-"""The vector quantiser (spec §3, paper Eqs. 1-2): nearest code, straight-through estimator.
+"""The vector quantiser (paper Eqs. 1-2): nearest code, straight-through estimator
+(docs/official.md#quantizer-and-codebooks).
 
 Always float32, whatever the network's compute dtype: squared distances, the first-index
 argmin and the code lookup decide discrete indices, and bf16 would flip near-ties.
 The lookup is a one-hot matmul (as in the reference), which shards over a batch-sharded mesh
-without a gather (stack.md trap 4).
+without a gather (docs/assets.md#software-stack, pitfall 4).
 """
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Swin layers of AdaCode: SwinIR's RSTB stacked four times (spec §2, "SwinLayers").
+"""Swin layers of AdaCode: SwinIR's RSTB stacked four times (``SwinLayers``,
+docs/official.md#swin-layers).
 
 Tokens are kept as NHWC maps; windows are taken in PyTorch's order (row-major over windows,
 row-major inside a window), so the attention, the relative-position bias and the shifted-window
@@ -15,11 +16,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from adacode_jax.models.dense import dot_general
+from adacode_jax.ops.dense import dot_general
 from adacode_jax.models.layers import torch_conv
 
 Dtype = Any
-# nn.Dense with the kernel gradient XLA:CPU computes well (see adacode_jax.models.dense).
+# nn.Dense with the kernel gradient XLA:CPU computes well (see adacode_jax.ops.dense).
 Dense = functools.partial(nn.Dense, dot_general=dot_general)
 
 

@@ -28,7 +28,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, ROOT)
 
-from adacode_jax import peers  # noqa: E402
+from adacode_jax.models.peers import realesrgan as peers  # noqa: E402
 
 GOLDEN = os.path.join(HERE, "realesrgan_golden.npz")
 # (model stem, image, top, left, size) of the stored crops: small enough for a fast test.

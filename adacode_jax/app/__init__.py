@@ -1,0 +1,1 @@
+"""The web app (Gradio): restore, compare and explore codebooks in a browser."""
