@@ -260,7 +260,7 @@ def test_upload_restore_download_and_drop_a_codebook(app_server, browser, tmp_pa
 
     # What the restore CLI writes for it (a subprocess, as a user runs it).
     cli_env, _, _ = _env(tmp_path, "cli")
-    cli = subprocess.Popen([sys.executable, "-m", "adacode_jax.inference.restorer", "-i", str(src), "-o",
+    cli = subprocess.Popen([sys.executable, "-m", "adacode_jax.cli.restore", "-i", str(src), "-o",
                             str(tmp_path / "cli_out"), "--no-progress"],
                            env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 

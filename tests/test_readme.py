@@ -61,3 +61,16 @@ def test_every_config_file_named_in_the_docs_exists(name):
     missing = [c for c in sorted(set(re.findall(r"configs/(\w+\.py)", text)))
                if not os.path.isfile(os.path.join(REPO, "adacode_jax", "configs", c))]
     assert not missing, f"{name} names configs that do not exist: {missing}"
+
+
+def test_every_python_m_module_the_tests_run_is_a_front_end():
+    """A test that runs a library module with ``-m`` would pass only by accident."""
+    bad = []
+    for path in sorted(glob.glob(os.path.join(REPO, "tests", "*.py"))):
+        text = open(path, encoding="utf-8").read()
+        for module in sorted(set(re.findall(r'"-m", "(adacode_jax(?:\.\w+)+)"', text))):
+            target = _module_file(module)
+            if target is None or not _has_main_block(target):
+                bad.append(f"{os.path.basename(path)}: python -m {module}")
+    # test_cli checks on purpose that a 0.1.0 shim is gone
+    assert bad == ["test_cli.py: python -m adacode_jax.inference.restorer"], bad
