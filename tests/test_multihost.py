@@ -37,6 +37,7 @@ from adacode_jax import models
 from adacode_jax.training import loop as train
 from adacode_jax.configs._base import REPO
 from adacode_jax.data import pipeline
+from tests.conftest import TEST_XLA_FLAGS
 from tests.test_train import get_config, losses_by_step
 
 # The run: tiny stage III x4 without LPIPS (the mechanics are the point, not the loss mix),
@@ -61,7 +62,7 @@ def _launch(workdir: str, stage2: str, logs: str) -> None:
     """Runs the 2-process job to completion; kills both processes if one fails or hangs."""
     port = portpicker.pick_unused_port()
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": REPO,
-           "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+           "XLA_FLAGS": f"--xla_force_host_platform_device_count=4 {TEST_XLA_FLAGS}"}
     settings = {**OVERRIDES, "train.stage2_checkpoint": stage2}
     flags = [f"--config.{k}={v}" for k, v in settings.items()]
     procs, outs = [], []
