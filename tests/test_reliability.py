@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -70,7 +71,7 @@ def _stage3(stage2: str, **train_overrides):
 
 def test_stage2_without_stage1_codebooks_is_refused_unless_allowed():
     c = get_config("stage2_adacode", "tiny")
-    with pytest.raises(ValueError) as e:
+    with pytest.raises(config_lib.ConfigError) as e:      # a user's mistake: exit 2, one line
         stages.prepare_config(c)
     assert str(e.value) == (
         "train.stage1_checkpoints is empty: stage II would mix random, frozen codebooks; list "
@@ -163,6 +164,25 @@ def test_invalid_values_are_refused(section, field, value, message):
     with pytest.raises(ValueError) as e:
         config_lib.validate(c)
     assert str(e.value) == f"invalid config: {message}"
+
+
+@pytest.mark.parametrize("section,field,value", [
+    ("train", "lr_g", float("nan")), ("train", "w_lpips", float("inf")),
+    ("train", "b2", float("-inf"))])
+def test_non_finite_numbers_are_refused_by_name(section, field, value):
+    c = mechanics_config()
+    assert isinstance(c[section][field], float)
+    c[section][field] = value
+    with pytest.raises(config_lib.ConfigError, match=rf"^invalid config: {section}\.{field} must "
+                                                     r"be a finite number \(got NaN or infinity\)$"):
+        config_lib.validate(c)
+
+
+def test_non_finite_entries_of_tuples_are_named():
+    import ml_collections
+
+    c = ml_collections.ConfigDict({"a": {"b": (0.5, float("nan")), "c": 1.0}, "d": float("inf")})
+    assert config_lib.non_finite_fields(c) == ["a.b[1]", "d"]
 
 
 def test_zero_means_never_for_eval_and_images():

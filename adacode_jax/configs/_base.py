@@ -6,6 +6,7 @@ embedded images. :func:`validate` checks a config before a run and names the fie
 """
 from __future__ import annotations
 
+import math
 import os
 
 import ml_collections
@@ -109,7 +110,7 @@ def base_config(stage: int, kind: str) -> ml_collections.ConfigDict:
     t.checkpoint_every = 5000
     t.keep_checkpoints = 3               # at least 1: resuming needs the latest
     t.async_checkpoints = True
-    t.profile = False                    # a clu profile of a few steps
+    t.profile = False                    # a jax.profiler trace of 5 steps (summaries.ProfileHook)
     # How the restorer runs the exported generator by default (written into its model.json):
     # tile and overlap in input pixels (0 = the restorer decides from memory), and the sigma of
     # adacode_jax.inference.low_freq_fix's low-frequency fix in output pixels (0 = off).
@@ -210,12 +211,30 @@ class ConfigError(errors.UserError, ValueError):
     """A config that cannot run; the message names the field (``invalid config: ...``)."""
 
 
+def non_finite_fields(c: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+    """The dotted names of the float fields (and float entries of tuples) that are NaN or
+    infinite, e.g. from ``--config.train.lr_g=nan``."""
+    bad = []
+    for key, v in c.items():
+        name = f"{prefix}{key}"
+        if isinstance(v, ml_collections.ConfigDict):
+            bad += non_finite_fields(v, name + ".")
+        elif isinstance(v, (tuple, list)):
+            bad += [f"{name}[{i}]" for i, x in enumerate(v)
+                    if isinstance(x, float) and not math.isfinite(x)]
+        elif isinstance(v, float) and not math.isfinite(v):
+            bad.append(name)
+    return bad
+
+
 def validate(c: ml_collections.ConfigDict) -> None:
     """Raise :class:`ConfigError` (a ValueError) naming the field when the config cannot run."""
     def need(ok, msg):
         if not ok:
             raise ConfigError(f"invalid config: {msg}")
 
+    bad = non_finite_fields(c)
+    need(not bad, f"{', '.join(bad)} must be a finite number (got NaN or infinity)")
     need(c.stage in (1, 2, 3), f"stage must be 1, 2 or 3, got {c.stage}")
     need((c.stage == 3) == bool(c.model.lq_stage),
          f"model.lq_stage={c.model.lq_stage} does not fit stage {c.stage}")

@@ -41,13 +41,15 @@ def _stage1_codebooks(exports) -> list[np.ndarray]:
     for p in exports:
         cfg, variables, _ = _load_export(p, "train.stage1_checkpoints")
         if not cfg.get("single_codebook", False):
-            raise ValueError(f"train.stage1_checkpoints: {p} holds a {cfg.get('kind')!r} network, "
-                             "not a stage I (one codebook) export; list the stage I runs' "
-                             "export/generator directories")
+            raise config_lib.ConfigError(
+                f"train.stage1_checkpoints: {p} holds a {cfg.get('kind')!r} network, not a "
+                "stage I (one codebook) export; list the stage I runs' export/generator "
+                "directories")
         try:
             books.append(np.asarray(variables["params"]["quantize_group.0"]["embedding"]))
         except KeyError:
-            raise ValueError(f"{p}: no quantize_group.0 codebook; is it a stage I export?") from None
+            raise config_lib.ConfigError(
+                f"{p}: no quantize_group.0 codebook; is it a stage I export?") from None
     return books
 
 
@@ -123,10 +125,11 @@ def _check_stage2_fits(config, teacher: dict, disc: dict | None, g_path: str, d_
     if missing or wrong:
         parts = ([f"missing {_listing(missing)}"] if missing else []) + (
             [f"other shapes (export vs network) {_listing(wrong)}"] if wrong else [])
-        raise ValueError(f"train.stage2_checkpoint: {g_path} does not fit the stage III network "
-                         f"({len(missing) + len(wrong)} of {len(required)} leaves it must take): "
-                         + "; ".join(parts) + "; use the stage II export trained with the same "
-                         "model.* sizes, or make model.* match it")
+        raise config_lib.ConfigError(
+            f"train.stage2_checkpoint: {g_path} does not fit the stage III network "
+            f"({len(missing) + len(wrong)} of {len(required)} leaves it must take): "
+            + "; ".join(parts) + "; use the stage II export trained with the same "
+            "model.* sizes, or make model.* match it")
     if disc is not None:
         _check_disc_fits(config, disc, d_path)
 
@@ -139,7 +142,7 @@ def _check_disc_fits(config, disc: dict, d_path: str):
     got = _shapes({c: disc[c] for c in disc})
     bad = sorted(k for k in set(want) | set(got) if want.get(k) != got.get(k))
     if bad:
-        raise ValueError(
+        raise config_lib.ConfigError(
             f"train.stage2_disc_checkpoint: {d_path} does not fit disc.* ({len(bad)} leaves "
             f"missing, extra or of another shape: {_listing(bad)}); use the discriminator "
             "of the same stage II run, or make disc.* match it")
@@ -155,10 +158,11 @@ def prepare_config(config: ml_collections.ConfigDict):
     init: dict[str, Any] = {}
     t = config.train
     if config.stage == 2 and not t.stage1_checkpoints and not t.get("allow_random_codebooks", False):
-        raise ValueError("train.stage1_checkpoints is empty: stage II would mix random, frozen "
-                         "codebooks; list the stage I exports (--config.train.stage1_checkpoints="
-                         "'(\"runs/s1_<class>/export/generator\", ...)') or set "
-                         "train.allow_random_codebooks=True for an experiment")
+        raise config_lib.ConfigError(
+            "train.stage1_checkpoints is empty: stage II would mix random, frozen "
+            "codebooks; list the stage I exports (--config.train.stage1_checkpoints="
+            "'(\"runs/s1_<class>/export/generator\", ...)') or set "
+            "train.allow_random_codebooks=True for an experiment")
     if config.stage == 2 and t.stage1_checkpoints:
         _read_stage1(config, init)
     if config.stage == 3:
@@ -187,7 +191,8 @@ def _read_stage2(config, init: dict) -> str:
     t = config.train
     cfg_hq, teacher, _ = _load_export(t.stage2_checkpoint, "train.stage2_checkpoint")
     if cfg_hq.get("lq_stage", False) or cfg_hq.get("single_codebook", False):
-        raise ValueError(f"{t.stage2_checkpoint}: expected a stage II (HQ, K codebooks) network")
+        raise config_lib.ConfigError(
+            f"{t.stage2_checkpoint}: expected a stage II (HQ, K codebooks) network")
     config.model.codebooks = tuple(tuple(c) for c in cfg_hq.codebooks)
     init["teacher_cfg"], init["teacher"] = cfg_hq, {"params": teacher["params"]}
     d_path = t.stage2_disc_checkpoint or os.path.join(os.path.dirname(
