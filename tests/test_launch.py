@@ -53,7 +53,7 @@ def test_tpu_dry_run_prints_every_command_and_runs_nothing():
     assert any(c.startswith("gcloud compute tpus tpu-vm scp ") and "--worker=all" in c
                for c in cmds)
     install = [c for c in cmds if "pip install" in c]
-    assert install and "[tpu]" in install[0] and "--worker=all" in install[0]
+    assert install and "[train,tpu]" in install[0] and "--worker=all" in install[0]
     train = [c for c in cmds if "adacode_jax.main" in c]
     assert len(train) == 1
     # the value with a space is quoted once for the local shell and once for the worker's

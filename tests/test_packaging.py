@@ -78,7 +78,11 @@ def test_wheel_holds_configs_images_evalset_models_and_scripts(wheel):
     requires = [line for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
     base = [r for r in requires if "extra ==" not in r]
     assert not any(h.replace("_", "-") in r for r in base for h in HEAVY), base
-    assert any("tensorflow-cpu==2.21.0" in r and 'extra == "train"' in r for r in requires)
+    # training needs no TensorFlow: only TFDS sources do (the tfds extra)
+    train = [r for r in requires if 'extra == "train"' in r]
+    assert any(r.lower().startswith("requires-dist: tensorboardx==") for r in train), train
+    assert not any("tensorflow" in r for r in train), train
+    assert any("tensorflow-cpu==2.21.0" in r and 'extra == "tfds"' in r for r in requires)
 
 
 @pytest.fixture(scope="module")
@@ -140,15 +144,23 @@ def test_base_install_restores_evaluates_and_exports_without_tf_or_torch(venv):
     assert r.stdout.strip() == "[]"
 
 
-def test_training_by_bare_config_name_from_outside_the_checkout(venv):
+def test_training_without_tensorflow_by_bare_config_name_from_outside_the_checkout(venv):
+    """Trains 2 steps, then resumes to 3 (a resume reads and rewrites the TensorBoard event
+    files), with TensorFlow, TFDS and torch unimportable."""
     env_dir, work, env, purelib = venv
-    _run(["adacode-train", "--config", "stage2_adacode:tiny", "--workdir", "run_s2",
-          "--config.train.num_steps=2", "--config.train.allow_random_codebooks=True",
-          "--config.train.eval_at_start=False", "--config.train.eval_every=0",
-          "--config.train.image_every=0", "--config.train.w_gan=0.0",     # fewer programs to
-          "--config.train.w_lpips=0.0"], cwd=work, env=env)                 # compile
+    blocked = {**env, "ADACODE_TEST_BLOCK": "tensorflow,tensorflow_datasets,torch"}
+    for steps in (2, 3):
+        _run(["adacode-train", "--config", "stage2_adacode:tiny", "--workdir", "run_s2",
+              f"--config.train.num_steps={steps}", "--config.train.log_every=1",
+              "--config.train.allow_random_codebooks=True",
+              "--config.train.eval_at_start=False", "--config.train.eval_every=0",
+              "--config.train.image_every=0", "--config.train.w_gan=0.0",  # fewer programs to
+              "--config.train.w_lpips=0.0"], cwd=work, env=blocked)          # compile
     with open(work / "run_s2" / "export" / "generator" / "model.json", encoding="utf-8") as fh:
-        assert json.load(fh)
+        assert json.load(fh)["step"] == 3
+    with open(work / "run_s2" / "metrics.jsonl", encoding="utf-8") as fh:
+        assert [json.loads(line)["step"] for line in fh if "loss/g_total" in line] == [1, 2, 3]
+    assert os.listdir(work / "run_s2" / "tensorboard")
     r = _run(["adacode-train", "--config", "stage3_sr:x4,tiny", "--describe"], cwd=work, env=env)
     assert f"{purelib}/adacode_jax/configs/stage3_sr.py:x4,tiny" in r.stdout.splitlines()[0]
 

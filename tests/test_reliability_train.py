@@ -61,14 +61,16 @@ def _assert_same_run(reference, wd, steps=range(1, STEPS + 1)):
     assert _tensorboard_steps(wd, "loss/g_total") == list(steps)
 
 
-def _tensorboard_steps(wd, tag) -> list[int]:
-    import tensorflow as tf
+def _events(wd) -> list:
+    """Every event of the run's TensorBoard files, read by TensorBoard's own loader."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
-    steps = []
-    for f in sorted(glob.glob(os.path.join(wd, "tensorboard", "events.out.tfevents*"))):
-        for e in tf.compat.v1.train.summary_iterator(f):
-            steps += [e.step for v in e.summary.value if v.tag == tag]
-    return sorted(steps)
+    return [e for f in sorted(glob.glob(os.path.join(wd, "tensorboard", "events.out.tfevents*")))
+            for e in EventFileLoader(f).Load()]
+
+
+def _tensorboard_steps(wd, tag) -> list[int]:
+    return sorted(e.step for e in _events(wd) for v in e.summary.value if v.tag == tag)
 
 
 def _largest_file(folder) -> str:
@@ -333,18 +335,20 @@ def test_stop_request_agrees_across_processes(monkeypatch):
 
 
 def test_resume_drops_tensorboard_and_jsonl_entries_beyond_the_checkpoint(reference, tmp_path):
-    import tensorflow as tf
+    from tensorboardX import SummaryWriter
 
     wd = _copy(reference, tmp_path)
     shutil.rmtree(os.path.join(wd, "checkpoints", "6"))         # as if killed after step 6's logs
-    with tf.summary.create_file_writer(os.path.join(wd, "tensorboard")).as_default():
-        tf.summary.scalar("loss/g_total", 123.0, step=5)        # a later step's stray event
+    with SummaryWriter(os.path.join(wd, "tensorboard"), filename_suffix=".stray") as w:
+        w.add_scalar("loss/g_total", 123.0, global_step=5)     # a later step's stray event
+    stray = glob.glob(os.path.join(wd, "tensorboard", "*.stray"))[0]
+    with open(stray, "ab") as f:                                 # and a record cut short by a kill
+        f.write(b"\x40\x00\x00\x00\x00\x00\x00\x00\x01\x02")
     assert _tensorboard_steps(wd, "loss/g_total") == [1, 2, 3, 4, 5, 5, 6]
-    later = sum(e.step > 4 and e.HasField("summary")
-                for f in glob.glob(os.path.join(wd, "tensorboard", "events.out.tfevents*"))
-                for e in tf.compat.v1.train.summary_iterator(f))
+    later = sum(e.step > 4 and e.HasField("summary") for e in _events(wd))
     assert later >= 3
-    assert workdir_lib.drop_logs_after(wd, 4) == {"metrics.jsonl": 2, "tensorboard": later}
+    assert workdir_lib.drop_logs_after(wd, 4) == {"metrics.jsonl": 2, "tensorboard": later + 1}
+    assert not os.path.exists(stray)         # nothing of it was left
     assert _tensorboard_steps(wd, "loss/g_total") == [1, 2, 3, 4]
     assert [m["step"] for m in read_metrics(wd)] == [1, 2, 3, 4]
     workdir_lib.drop_logs_after(wd, 0)

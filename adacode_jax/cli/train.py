@@ -12,9 +12,9 @@ import os
 import sys
 import textwrap
 
-# Before anything imports TensorFlow (tfds, clu): no C++ start-up lines on the console.
+# Where TensorFlow is installed (a TFDS source imports it): no C++ start-up lines on the console.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")   # TF only reads data and writes logs here; its oneDNN note is noise
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")   # its oneDNN note is noise here
 
 from absl import app, flags, logging
 from ml_collections import config_flags

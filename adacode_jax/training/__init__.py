@@ -8,5 +8,6 @@
 - ``workdir``: the lock, multi-host agreement, the resume check, log truncation;
 - ``preemption``: stopping at a step on SIGTERM/SIGINT; ``logs``: metrics and pictures;
 - ``validation``: the validation set and its scores; ``sharding``: meshes and partition rules;
-- ``console``: what a run shows on the terminal.
+- ``console``: what a run shows on the terminal; ``summaries``: TensorBoard events (tensorboardX,
+  no TensorFlow) and the rate and profile hooks.
 """

@@ -16,7 +16,7 @@ checks, log truncation) and :mod:`~adacode_jax.training.preemption` (signals).
 ``workdir`` layout::
 
     checkpoints/<step>/{state,data,config}   Orbax (auto-resume from the latest)
-    tensorboard/                             clu writers: scalars, images
+    tensorboard/                             TensorBoard events (summaries.Writer)
     export/{generator,discriminator}/        inference weights at the end (checkpointing.save_inference)
     best/generator/                          the best validation LPIPS so far (as the reference)
 """
@@ -26,15 +26,16 @@ import functools
 import os
 from typing import NamedTuple
 
-# Before clu imports TensorFlow: no C++ start-up lines (oneDNN, CUDA probing) on the console.
+# Where TensorFlow is installed (TFDS sources import it): no C++ start-up lines (oneDNN, CUDA
+# probing) on the console. Training itself needs no TensorFlow.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")   # TF only reads data and writes logs here; its oneDNN note is noise
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 import jax  # noqa: E402
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import logging  # noqa: E402
-from clu import metric_writers, parameter_overview, periodic_actions  # noqa: E402
+from clu import parameter_overview  # noqa: E402  (TensorFlow-free, unlike clu's writers)
 from flax import traverse_util  # noqa: E402
 
 from adacode_jax import paths  # noqa: E402
@@ -46,6 +47,7 @@ from adacode_jax.training import logs as logs_lib  # noqa: E402
 from adacode_jax.training import networks, preemption, stages, validation  # noqa: E402
 from adacode_jax.training import sharding as sharding_lib  # noqa: E402
 from adacode_jax.training import steps as steps_lib  # noqa: E402
+from adacode_jax.training import summaries  # noqa: E402
 from adacode_jax.training import workdir as workdir_lib  # noqa: E402
 
 
@@ -203,7 +205,8 @@ class _Run:
             logging.info("resuming from %s step %d", self.ckpts.directory, start)
         else:
             start = 0
-            state = jax.jit(self.fresh_state, out_shardings=self.state_sh)()
+            state = jax.jit(self.fresh_state, out_shardings=self.state_sh,
+                            compiler_options=networks.init_compiler_options())()
             state = stages.apply_init(state, init, self.nets, self.stage, self.state_sh)
         self.start = self.step = start
         self.state = state
@@ -215,8 +218,7 @@ class _Run:
             # each step once in the logs: a run stopped (or killed) after its last checkpoint
             # logged steps that this one does again
             workdir_lib.drop_logs_after(self.workdir, self.start)
-        self.writer = metric_writers.create_default_writer(
-            os.path.join(self.workdir, "tensorboard"), just_logging=not self.is_main)
+        self.writer = summaries.Writer(os.path.join(self.workdir, "tensorboard"), self.is_main)
         self.jsonl = logs_lib.JsonlWriter(os.path.join(self.workdir, "metrics.jsonl"),
                                           self.is_main)
         self._log_parameters()
@@ -252,9 +254,9 @@ class _Run:
                 self.config.to_dict(), sep=".").items() if isinstance(v, (int, float, str, bool))})
 
     def prepare_steps(self) -> None:
-        """The jitted train step, generator and code restart, the validation pairs, the clu
-        hooks, the metrics window, the stop request and the checkpoint saver; validates at
-        step 0 if ``train.eval_at_start``."""
+        """The jitted train step, generator and code restart, the validation pairs, the
+        hooks (rate, profile), the metrics window, the stop request and the checkpoint saver;
+        validates at step 0 if ``train.eval_at_start``."""
         t, generator = self.t, self.nets.generator
         self.step_fn = networks.jit_train_step(self.nets, t, self.stage, self.mesh, self.state_sh)
         self.compiled_step = None
@@ -262,12 +264,9 @@ class _Run:
             lambda p, x: generator.apply({"params": p}, x, method="restore_padded")[0],
             out_shardings=self.rep)
         self.pairs = validation.validation_set(self.config) if t.eval_every else []
-        self.hooks = [periodic_actions.ReportProgress(num_train_steps=self.num_steps,
-                                                      writer=self.writer)]
+        self.hooks = [summaries.RateHook(self.writer)]
         if t.profile and self.is_main:
-            self.hooks.append(periodic_actions.Profile(num_profile_steps=5,
-                                                       profile_duration_ms=None,
-                                                       logdir=self.workdir))
+            self.hooks.append(summaries.ProfileHook(self.workdir))
         self.window = logs_lib.MetricsWindow([int(cb[0]) for cb in self.config.model.codebooks],
                                              int(t.codebook_restart_every))
         self.restart_fn = jax.jit(functools.partial(steps_lib.restart_dead_codes, nets=self.nets),
@@ -351,7 +350,9 @@ class _Run:
         self.progress.finish()
         console.attach(None)
         self.saver.close(ok)
-        self.writer.flush()
+        for hook in self.hooks:
+            getattr(hook, "close", lambda: None)()
+        self.writer.close()
         self.data_it.close()
 
     def result(self) -> dict:

@@ -5,6 +5,7 @@ config's fixed fields, and the removal of what a run logged beyond the step it r
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 
 import jax
@@ -89,12 +90,7 @@ def _create(path: str, me: dict) -> bool:
 
 
 def _remove(path: str) -> None:
-    if paths.is_url(path):
-        import tensorflow as tf
-
-        tf.io.gfile.remove(path)
-    elif os.path.exists(path):
-        os.remove(path)
+    paths.remove(path)
 
 
 def release_lock(path: str) -> None:
@@ -195,14 +191,12 @@ def drop_logs_after(workdir: str, step: int) -> dict[str, int]:
     """Remove what a run logged beyond ``step``, the step it resumes from (everything if 0):
     ``metrics.jsonl`` lines and TensorBoard summary events (event files are rewritten without
     them). Process 0. Returns the number of entries dropped per file kind."""
-    import tensorflow as tf
-
     dropped = {"metrics.jsonl": _drop_jsonl_after(os.path.join(workdir, "metrics.jsonl"), step),
                "tensorboard": 0}
     tb = os.path.join(workdir, "tensorboard")
-    if not tf.io.gfile.isdir(tb):
+    if not paths.isdir(tb):
         return dropped
-    for name in sorted(tf.io.gfile.listdir(tb)):
+    for name in sorted(paths.listdir(tb)):
         if name.startswith("events.out.tfevents"):
             dropped["tensorboard"] += _drop_events_after(os.path.join(tb, name), step)
     if any(dropped.values()):
@@ -215,8 +209,6 @@ def _drop_jsonl_after(path: str, step: int) -> int:
     """Rewrite the ``metrics.jsonl`` at ``path`` without the lines beyond ``step``; how many
     lines it dropped."""
     import json
-
-    import tensorflow as tf
 
     if not paths.exists(path):
         return 0
@@ -235,35 +227,47 @@ def _drop_jsonl_after(path: str, step: int) -> int:
     tmp = path + ".tmp"
     with paths.open_file(tmp, "w") as f:
         f.write("".join(line + "\n" for line in kept))
-    tf.io.gfile.rename(tmp, path, overwrite=True)
+    paths.replace(tmp, path)
     return len(lines) - len(kept)
+
+
+# A TFRecord frame: length (8 bytes), its CRC (4), the data, the data's CRC (4).
+_RECORD_OVERHEAD = 16
 
 
 def _drop_events_after(events_path: str, step: int) -> int:
     """Rewrite the TensorBoard event file ``events_path`` without the summaries beyond
-    ``step`` (removing it if none is left); how many events it dropped."""
-    import tensorflow as tf
+    ``step`` (removing it if none is left); how many events it dropped. Records are read by
+    TensorBoard's own loader (with or without TensorFlow) and written by its record writer."""
+    from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
+    from tensorboard.compat.proto.event_pb2 import Event
+    from tensorboard.summary.writer.record_writer import RecordWriter
 
-    events, n_drop = [], 0
-    try:
-        for record in tf.data.TFRecordDataset(events_path):
-            raw = record.numpy()
-            event = tf.compat.v1.Event.FromString(raw)
-            if event.HasField("summary") and (step == 0 or event.step > step):
-                n_drop += 1
-            else:
-                events.append(raw)
-    except tf.errors.DataLossError:        # the last record cut short by a kill
-        n_drop += 1
+    with paths.open_file(events_path, "rb") as f:
+        data = f.read()
+    # a local copy for the loader (TensorFlow's reader, where installed, knows no fsspec URLs)
+    with tempfile.NamedTemporaryFile(suffix=".tfevents") as local:
+        local.write(data)
+        local.flush()
+        records = list(RawEventFileLoader(local.name).Load())
+    # the loader stops quietly at a record cut short by a kill: that record is dropped too
+    n_drop = int(sum(len(r) + _RECORD_OVERHEAD for r in records) < len(data))
+    kept = []
+    for raw in records:
+        event = Event.FromString(raw)
+        if event.HasField("summary") and (step == 0 or event.step > step):
+            n_drop += 1
+        else:
+            kept.append((raw, event.HasField("summary")))
     if not n_drop:
         return 0
-    if step == 0 or all(not tf.compat.v1.Event.FromString(r).HasField("summary")
-                        for r in events):
-        tf.io.gfile.remove(events_path)
+    if not any(has_summary for _, has_summary in kept):
+        paths.remove(events_path)
         return n_drop
     tmp = events_path + ".tmp"
-    with tf.io.TFRecordWriter(tmp) as w:
-        for raw in events:
-            w.write(raw)
-    tf.io.gfile.rename(tmp, events_path, overwrite=True)
+    with paths.open_file(tmp, "wb") as f:
+        writer = RecordWriter(f)
+        for raw, _ in kept:
+            writer.write(raw)
+    paths.replace(tmp, events_path)
     return n_drop
