@@ -68,6 +68,17 @@ def test_symbolic_height_and_width_export_reloads_with_identical_outputs(sr2, tm
     assert os.path.getsize(tmp_path / "sym" / export.EXPORT_FILE) < 2_000_000   # params not baked in
 
 
+@pytest.mark.parametrize("value,message", [
+    ("foo", "unknown platform 'foo'"), ("cpu,metal", "unknown platform 'metal'"),
+    (",", "none given")])
+def test_unknown_platforms_are_usage_errors_before_any_work(value, message, tmp_path, capsys):
+    rc = export_cli.main(["--checkpoint", str(tmp_path / "missing"), "--output",
+                          str(tmp_path / "o"), "--platforms", value])
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err and "cpu, cuda, rocm, tpu" in err, err
+    assert not (tmp_path / "o").exists()
+
+
 def test_export_refuses_a_state_dict_without_task(tmp_path, capsys):
     np.savez(tmp_path / "w.npz", a=np.zeros(1))
     assert export_cli.main(["--checkpoint", str(tmp_path / "w.npz"), "--output", str(tmp_path / "o")]) == 2

@@ -25,6 +25,21 @@ def _shape_arg(text: str) -> tuple[int, int] | None:
     return h, w
 
 
+def _platforms_arg(text: str) -> list[str]:
+    """``cpu,cuda`` -> ``["cpu", "cuda"]``, refused at parse time unless jax.export lowers
+    for every name (rather than failing when the artefact is called)."""
+    from adacode_jax.inference import export
+
+    names = [s.strip().lower() for s in text.split(",") if s.strip()]
+    bad = [n for n in names if n not in export.KNOWN_PLATFORMS]
+    if not names or bad:
+        what = f"unknown platform {', '.join(map(repr, bad))}" if bad else "none given"
+        raise argparse.ArgumentTypeError(
+            f"{what}; use a comma-separated list of "
+            f"{', '.join(export.KNOWN_PLATFORMS)}")
+    return list(dict.fromkeys(names))
+
+
 def build_parser() -> argparse.ArgumentParser:
     from adacode_jax.inference import export, restorer as restore
     p = common.ArgumentParser(prog="adacode-export",
@@ -40,8 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="compute dtype inside the exported function (parameters stay float32)")
     p.add_argument("--shape", type=_shape_arg, default=None,
                    help="'symbolic' (default: any batch and size) or HxW for a fixed input size")
-    p.add_argument("--platforms", default=",".join(export.PLATFORMS),
-                   help="comma-separated lowering platforms")
+    p.add_argument("--platforms", type=_platforms_arg, default=list(export.PLATFORMS),
+                   help="comma-separated lowering platforms, of "
+                        f"{', '.join(export.KNOWN_PLATFORMS)} (default: {','.join(export.PLATFORMS)})")
     return p
 
 
@@ -56,7 +72,7 @@ def _main(argv: list[str] | None = None) -> int:
         model = models.build(cfg)
         exported = export.export_restore(
             model, variables, shape=args.shape,
-            platforms=[s.strip() for s in args.platforms.split(",") if s.strip()])
+            platforms=args.platforms)
         export.check_finite(model, variables, exported, source or args.checkpoint, args.shape)
     except FileNotFoundError as e:
         return common.fail(f"{e}; check the path")

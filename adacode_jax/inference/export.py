@@ -39,6 +39,8 @@ from adacode_jax.ops import winograd
 EXPORT_FILE = "restore.jax_exported"
 META_FILE = "export.json"
 PLATFORMS = ("cpu", "cuda", "tpu")
+# every platform jax.export lowers for
+KNOWN_PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
 
 
 def restore_function(model: models.AdaCodeNet):
