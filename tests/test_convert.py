@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import jax
 import numpy as np
@@ -133,3 +134,16 @@ def test_cli_reports_missing_file(tmp_path, capsys):
     assert rc == 2
     assert "nope.pth" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "o")
+
+
+@pytest.mark.parametrize("cut", [0.5, 0.97])
+def test_a_truncated_npz_is_named(tmp_path, cut):
+    """Cut in the middle (no central directory: BadZipFile) or near the end."""
+    full = tmp_path / "full.npz"
+    np.savez_compressed(full, **{"a.weight": np.arange(4096, dtype=np.float32)})
+    data = full.read_bytes()
+    bad = tmp_path / "cut.npz"
+    bad.write_bytes(data[:int(len(data) * cut)])
+    with pytest.raises(convert.ConversionError, match=rf"^{re.escape(str(bad))}: .*; check that it "
+                                                      r"is a complete file"):
+        convert.read_state_dict(str(bad))

@@ -24,6 +24,8 @@ import os
 import pickle
 import shutil
 import tempfile
+import zipfile
+import zlib
 from typing import Mapping
 
 import jax
@@ -56,8 +58,10 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
             with np.load(path, allow_pickle=False) as z:
                 return {k: z[k] for k in z.files}
         obj = _load_pth(path)
-    except (ValueError, pickle.UnpicklingError, EOFError, KeyError, OSError, RuntimeError) as e:
-        # RuntimeError: torch.load's message for a malformed archive
+    except (ValueError, pickle.UnpicklingError, EOFError, KeyError, OSError, RuntimeError,
+            zipfile.BadZipFile, zlib.error) as e:
+        # RuntimeError: torch.load's message for a malformed archive; BadZipFile, zlib.error:
+        # a truncated or damaged .npz
         if isinstance(e, ConversionError) or (isinstance(e, OSError) and e.filename):
             raise
         text = (str(e).strip().splitlines() or [type(e).__name__])[0]
