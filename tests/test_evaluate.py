@@ -115,6 +115,19 @@ def test_missing_predictions_and_size_mismatch_are_named(folders, tmp_path, caps
     assert rc == 2 and str(pred / "chelsea.png") in err and "12x10" in err
 
 
+@pytest.mark.parametrize("size,crop", [(8, 4), (16, 4)])
+def test_images_too_small_for_the_crop_or_the_ssim_window_are_named(tmp_path, capsys, size, crop):
+    """8 px: the 4 px border crop leaves nothing; 16 px: 8 px are left, under SSIM's 11 px."""
+    for d in ("pred", "gt"):
+        _write(tmp_path / d / "tiny.png", np.full((size, size, 3), 100, np.uint8))
+    rc = evaluate_cli.main(["--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"),
+                            "--no-lpips", "--quiet", "--crop-border", str(crop)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1, err
+    assert str(tmp_path / "pred" / "tiny.png") in err[0] and f"{size}x{size}" in err[0]
+    assert "internal error" not in err[0] and "--crop-border" in err[0]
+
+
 def test_frechet_distance_matches_the_matrix_square_root():
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=(40, 8)), rng.normal(size=(40, 8)) @ rng.normal(size=(8, 8)) + 0.3

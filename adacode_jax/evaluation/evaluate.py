@@ -176,11 +176,14 @@ class Evaluator:
                                   f"{gt.shape[1]}x{gt.shape[0]} (WxH); restore at the test set's scale "
                                   "and mod-crop the ground truth (make_testset does)")
         ys = Y_SPACES[self.y]
-        p = metrics.psnr(pred=pred, gt=gt, crop_border=self.crop_border, y_space=ys)
-        row: dict[str, float | None] = {
-            "psnr": None if math.isinf(p) else p,
-            "ssim": metrics.ssim(pred=pred, gt=gt, crop_border=self.crop_border, y_space=ys,
-                                 round_y=self.pyiqa_ssim, clip_cs=self.pyiqa_ssim)}
+        try:
+            p = metrics.psnr(pred=pred, gt=gt, crop_border=self.crop_border, y_space=ys)
+            s = metrics.ssim(pred=pred, gt=gt, crop_border=self.crop_border, y_space=ys,
+                             round_y=self.pyiqa_ssim, clip_cs=self.pyiqa_ssim)
+        except ValueError as e:          # too small for the border crop or the SSIM window
+            raise EvaluationError(f"{name}: {pred.shape[1]}x{pred.shape[0]} (WxH): {e}",
+                                  "leave out images this small, or lower --crop-border") from e
+        row: dict[str, float | None] = {"psnr": None if math.isinf(p) else p, "ssim": s}
         xp, xg = jnp.asarray(pred[None]), jnp.asarray(gt[None])
         for net, (module, variables) in self.lpips.items():
             row[f"lpips_{net}"] = float(_lpips(module, variables, xp, xg)[0])
