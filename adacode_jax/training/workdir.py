@@ -60,7 +60,7 @@ def acquire_lock(workdir: str) -> str:
         if host == me["host"] and not _pid_alive(pid):
             logging.warning("%s: taking over the lock of process %d on %s (started %s), which "
                             "is no longer running", path, pid, host, holder.get("started", "?"))
-            _remove(path)
+            paths.remove(path)
             continue
         raise WorkdirBusyError(
             f"{workdir} is in use by process {pid} on {host} (started "
@@ -89,13 +89,9 @@ def _create(path: str, me: dict) -> bool:
     return True
 
 
-def _remove(path: str) -> None:
-    paths.remove(path)
-
-
 def release_lock(path: str) -> None:
     try:
-        _remove(path)
+        paths.remove(path)
     except OSError as e:
         logging.warning("could not remove the lock %s: %s", path, e)
 
@@ -243,15 +239,18 @@ def _drop_events_after(events_path: str, step: int) -> int:
     from tensorboard.compat.proto.event_pb2 import Event
     from tensorboard.summary.writer.record_writer import RecordWriter
 
-    with paths.open_file(events_path, "rb") as f:
-        data = f.read()
-    # a local copy for the loader (TensorFlow's reader, where installed, knows no fsspec URLs)
-    with tempfile.NamedTemporaryFile(suffix=".tfevents") as local:
-        local.write(data)
-        local.flush()
-        records = list(RawEventFileLoader(local.name).Load())
+    if paths.is_url(events_path):
+        # a local copy for the loader (TensorFlow's reader, where installed, knows no fsspec URLs)
+        with paths.open_file(events_path, "rb") as f, \
+                tempfile.NamedTemporaryFile(suffix=".tfevents") as local:
+            size = local.write(f.read())
+            local.flush()
+            records = list(RawEventFileLoader(local.name).Load())
+    else:
+        size = os.path.getsize(events_path)
+        records = list(RawEventFileLoader(events_path).Load())
     # the loader stops quietly at a record cut short by a kill: that record is dropped too
-    n_drop = int(sum(len(r) + _RECORD_OVERHEAD for r in records) < len(data))
+    n_drop = int(sum(len(r) + _RECORD_OVERHEAD for r in records) < size)
     kept = []
     for raw in records:
         event = Event.FromString(raw)
