@@ -37,6 +37,29 @@ def test_scalars_images_and_hparams_read_back(tmp_path):
     assert "hparams" in plugins
 
 
+def test_flush_puts_every_event_in_the_file_and_each_process_has_its_own(tmp_path,
+                                                                         monkeypatch):
+    # what the loop relies on before a checkpoint: after flush, with the writer still open (a
+    # kill -9 would come next), every event written is in the file; a second writer in the
+    # same second (a resumed run) opens another file instead of truncating the first
+    w = summaries.Writer(str(tmp_path), enabled=True)
+    for step in range(1, 31):
+        w.write_scalars(step, {"loss/pix": step / 10, "loss/g_gan": 0.5})
+    w.flush()
+    steps = [e.step for e in _events(tmp_path) for v in e.summary.value if v.tag == "loss/pix"]
+    assert steps == list(range(1, 31))
+    pid = os.getpid()
+    monkeypatch.setattr(summaries.os, "getpid", lambda: pid + 1)   # another process
+    w2 = summaries.Writer(str(tmp_path), enabled=True)
+    w2.write_scalars(31, {"loss/pix": 3.1})
+    w2.flush()
+    assert len(list(tmp_path.glob("events.out.tfevents*"))) == 2
+    steps = [e.step for e in _events(tmp_path) for v in e.summary.value if v.tag == "loss/pix"]
+    assert sorted(steps) == list(range(1, 32))
+    w.close()
+    w2.close()
+
+
 def test_other_processes_only_log(tmp_path):
     w = summaries.Writer(str(tmp_path / "tb"), enabled=False)
     w.write_scalars(1, {"loss/pix": 1.0})

@@ -11,6 +11,7 @@ The hooks are called with the step just finished, after the step.
 """
 from __future__ import annotations
 
+import os
 import time
 from typing import Mapping
 
@@ -26,49 +27,67 @@ def _scalar_line(step: int, scalars: Mapping[str, float]) -> str:
 
 
 class Writer:
-    """TensorBoard events in ``logdir`` (process 0, ``enabled``), log lines everywhere."""
+    """TensorBoard events in ``logdir`` (process 0, ``enabled``), log lines everywhere.
+
+    Events are written in the calling thread (tensorboardX's synchronous ``EventsWriter``, not
+    its ``SummaryWriter``, whose ``flush`` leaves events queued for a background thread), so
+    :meth:`flush` before a checkpoint puts every event up to it in the file, and a kill -9
+    after the checkpoint loses none of them. The file name carries the process id: a run
+    resumed within the same second as the last one started opens a new file, not the old one.
+    """
 
     def __init__(self, logdir: str, enabled: bool):
-        self._tb = None
+        self._events = None
         if enabled:
-            from tensorboardX import SummaryWriter   # the train extra
+            from tensorboardX.event_file_writer import EventsWriter   # the train extra
+            from tensorboardX.record_writer import directory_check
 
-            # flushed at every checkpoint (the loop calls flush), and every 30 s between
-            self._tb = SummaryWriter(logdir=logdir, flush_secs=30, max_queue=1000)
+            directory_check(logdir)
+            self._events = EventsWriter(os.path.join(logdir, "events"),
+                                        filename_suffix=f".{os.getpid()}")
 
     def write_scalars(self, step: int, scalars: Mapping[str, float]) -> None:
         logging.info("%s", _scalar_line(step, scalars), extra=console.FILE_ONLY)
-        if self._tb is not None:
+        if self._events is not None:
+            from tensorboardX.summary import scalar
+
             for k, v in scalars.items():
-                self._tb.add_scalar(k, float(v), global_step=step)
+                self._write(step, scalar(k, float(v)))
 
     def write_images(self, step: int, images: Mapping[str, np.ndarray]) -> None:
         """``images``: name -> (N, H, W, C) uint8, or float in [0, 1]; one grid per name."""
-        if self._tb is None:
+        if self._events is None:
             return
+        from tensorboardX.summary import image
+
         for k, v in images.items():
             v = np.asarray(v)
             if v.dtype != np.uint8:
                 v = np.round(np.clip(v, 0.0, 1.0) * 255.0).astype(np.uint8)
-            self._tb.add_images(k, v, global_step=step, dataformats="NHWC")
+            self._write(step, image(k, v, dataformats="NHWC"))
 
     def write_hparams(self, hparams: Mapping[str, int | float | str | bool]) -> None:
         """The config's flat fields, in the run's own event file (TensorBoard's HParams tab)."""
-        if self._tb is None:
+        if self._events is None:
             return
         from tensorboardX.summary import hparams as hparams_summaries
 
         for summary in hparams_summaries(dict(hparams), {}):
-            self._tb.file_writer.add_summary(summary)
+            self._write(0, summary)
 
     def flush(self) -> None:
-        if self._tb is not None:
-            self._tb.flush()
+        if self._events is not None:
+            self._events.flush()
 
     def close(self) -> None:
-        if self._tb is not None:
-            self._tb.close()
-            self._tb = None
+        if self._events is not None:
+            self._events.close()
+            self._events = None
+
+    def _write(self, step: int, summary) -> None:
+        from tensorboardX.proto.event_pb2 import Event
+
+        self._events.write_event(Event(wall_time=time.time(), step=int(step), summary=summary))
 
 
 class RateHook:
