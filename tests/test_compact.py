@@ -32,8 +32,11 @@ def test_every_config_has_a_compact_variant(name, arg, kind):
         c.train.stage2_checkpoint = "somewhere"
     config_lib.validate(c)
     assert c.model.kind == kind and c.model.swin_dim == 128 and c.model.window_size == 4
-    assert c.train.w_gan == 0.0 and c.data.batch_size == 4
-    assert c.eval.path.endswith(os.path.join("assets", "evalset", "gt"))
+    # stage III trains on 256² crops, the size it is used at; I and II on 96²
+    assert c.train.w_gan == 0.0 and (c.data.crop_size, c.data.batch_size) == (
+        (256, 2) if c.stage == 3 else (96, 4))
+    # recipe choices on the corpus's validation split, never on the held-out set
+    assert c.eval.path == os.path.join("data", "corpus", "val")
     src = c.data.sources[0]
     assert src["list_file"].endswith(".txt") and src["path"].endswith(os.path.join("corpus", "train"))
 

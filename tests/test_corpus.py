@@ -238,3 +238,31 @@ def test_output_name_and_manifest_writers(tmp_path):
                                                                         "natural/natural1.png"]
     with pytest.raises(corpus.CorpusError, match="both train and eval"):
         corpus._check_disjoint(rows[:1], [dict(rows[0], file="e.png")])
+
+
+def test_validation_split_is_one_in_ten_per_class_and_stable(tmp_path):
+    rows = [{"class": cls, "sha256": hashlib.sha256(f"{cls}{i}".encode()).hexdigest(),
+             "file": f"{cls}/p{i}.png"} for cls, n in (("natural", 21), ("portrait", 9))
+            for i in range(n)]
+    train, val = corpus.split_validation(rows)
+    # per class ceil(n / 10): natural 3 of 21, portrait 1 of 9; disjoint, nothing lost
+    assert sorted(r["class"] for r in val) == ["natural"] * 3 + ["portrait"]
+    assert len(train) + len(val) == len(rows)
+    assert not {r["file"] for r in train} & {r["file"] for r in val}
+    # independent of the order of the rows, and a new photo moves only photos of its class
+    assert corpus.split_validation(rows[::-1])[1] == val
+    extra = {"class": "natural", "sha256": "0" * 64, "file": "natural/new.png"}
+    _, val2 = corpus.split_validation(rows + [extra])
+    assert [r for r in val2 if r["class"] == "portrait"] == [r for r in val if r["class"] == "portrait"]
+    # the validation photos leave train/ for one flat folder, in no list
+    for r in rows:
+        path = tmp_path / "train" / r["file"]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+    moved = corpus.move_validation(str(tmp_path), val)
+    assert sorted(os.listdir(tmp_path / "val")) == sorted(r["file"] for r in moved)
+    assert [r["file"] for r in moved] == [r["file"].replace("/", "__") for r in val]
+    assert not any((tmp_path / "train" / r["file"]).exists() for r in val)
+    corpus.write_lists(str(tmp_path), train)
+    listed = (tmp_path / "lists" / "all.txt").read_text().split()
+    assert len(listed) == 26 and not set(listed) & {r["file"] for r in val}

@@ -47,7 +47,10 @@ def _main(argv: list[str] | None = None) -> int:
     except corpus.CorpusError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print("train images per class: " + ", ".join(f"{k} {v}" for k, v in result["counts"].items()))
+    counts = dict(result["counts"])
+    val = counts.pop("val", 0)
+    print("train images per class: " + ", ".join(f"{k} {v}" for k, v in counts.items())
+          + f"; validation split: {val} (val/)")
     if args.eval_output:
         print(f"eval: {len(result['eval'])} images in {args.eval_output}")
     if "committed" in result:

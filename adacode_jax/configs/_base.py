@@ -166,6 +166,7 @@ def make_tiny(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 # frozen held-out set, committed in the repository (assets/evalset: 23 real photos, BSRGAN x4
 # with seed 123, never trained on).
 CORPUS_DIR = os.path.join("data", "corpus")
+CORPUS_VAL = os.path.join(CORPUS_DIR, "val")   # the corpus's validation split (tools/corpus.py)
 EVALSET = resources.EVALSET
 
 
@@ -183,8 +184,9 @@ def make_compact(c: ml_collections.ConfigDict, list_name: str = "all") -> ml_col
     Choices a 2-core budget forces, each a field below: 96² GT crops (24² LR for ×4), batch 4,
     no adversarial term (``w_gan = 0`` skips the discriminator entirely: a third of the step),
     warm-up and cosine decay. Each stage's config file sets what differs by stage (steps, step
-    size, clipping, codebook restarts, initialisation, the low-frequency fix) after this. The validation set is the held-out set; the run exports its last step, and
-    ``best/`` is only informative (selecting on the test set would flatter it).
+    size, crops, clipping, codebook restarts, initialisation) after this. Validation runs on
+    the corpus's validation split (``data/corpus/val``: one photo in ten of each class, in no
+    training list), never on the held-out set (``assets/evalset``), which is only scored.
     """
     kind = c.model.kind
     c.model = models.compact_model_config(kind)
@@ -201,8 +203,8 @@ def make_compact(c: ml_collections.ConfigDict, list_name: str = "all") -> ml_col
     c.train.eval_every = 250
     c.train.eval_at_start = True
     c.train.checkpoint_every = 100
-    c.eval.path = os.path.join(EVALSET, "gt")
-    c.eval.num_images = 8
+    c.eval.path = CORPUS_VAL
+    c.eval.num_images = 18
     c.mesh.num_devices = 1
     return c
 

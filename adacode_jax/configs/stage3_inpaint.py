@@ -20,7 +20,10 @@ def get_config(arg: str = ""):
         # lr_g, grad_clip: stage III diverged at 5e-4 (weight maps grew to ~30 and the loss to 1e6 after 160
         # steps of learning well); 2e-4 with gradients clipped to norm 1 (Adam then sees each
         # step's direction, and one spike cannot blow up its moments).
+        # crop_size, batch_size: 256² crops, the size the model is used at (as configs/stage3_sr.py).
         config_lib.make_compact(c)
+        c.data.crop_size = 256
+        c.data.batch_size = 2
         c.train.num_steps = 1200
         c.train.lr_g = 2e-4
         c.train.grad_clip = 1.0

@@ -28,7 +28,10 @@ Written under ``--output``:
 - ``manifest.csv``: per image its file name, class, package, version, path inside the
   package, licence, sha256 of the extracted source file, width and height;
 - ``lists/<class>.txt`` and ``lists/all.txt``: file names relative to ``train/``, ready for a
-  ``{'type': 'folder', 'path': DIR/train, 'list_file': DIR/lists/<class>.txt}`` source.
+  ``{'type': 'folder', 'path': DIR/train, 'list_file': DIR/lists/<class>.txt}`` source;
+- ``val/<class>__<name>`` and ``val_manifest.csv``: the validation split, one photo in
+  :data:`VAL_EVERY` of each class (:func:`split_validation`), in no training list. Recipe
+  choices are made on it; the held-out evaluation set (``--eval-output``) is only scored.
 
 Written under ``--eval-output`` (rows of class ``eval``): ``gt_src/<name>.png``, a 256x256
 centre crop after :func:`eval_crop_box`'s downscale (short side to 512 px, never up),
@@ -388,6 +391,23 @@ def write_csv(path: str, rows: Sequence[dict], columns: Sequence[str]) -> None:
             writer.writerow(row)
 
 
+# One training photo in VAL_EVERY of each class goes to the validation split instead.
+VAL_EVERY = 10
+
+
+def split_validation(rows: Sequence[dict], every: int = VAL_EVERY) -> tuple[list, list]:
+    """``(train, val)``: per class, the photos sorted by the sha256 of their source file and
+    every ``every``-th of them (the first, the ``every + 1``-th, ...) held out for validation.
+    The split depends only on the sources, so every build of the corpus makes the same one,
+    and adding a photo moves at most the photos of its own class."""
+    train, val = [], []
+    for cls in sorted({r["class"] for r in rows}):
+        mine = sorted((r for r in rows if r["class"] == cls), key=lambda r: r["sha256"])
+        for i, r in enumerate(mine):
+            (val if i % every == 0 else train).append(r)
+    return train, val
+
+
 def write_lists(output_dir: str, rows: Sequence[dict]) -> dict[str, int]:
     """``lists/<class>.txt`` and ``lists/all.txt`` (paths relative to ``train/``)."""
     lists_dir = os.path.join(output_dir, "lists")
@@ -399,6 +419,21 @@ def write_lists(output_dir: str, rows: Sequence[dict]) -> dict[str, int]:
             fh.writelines(n + "\n" for n in names)
         counts[cls] = len(names)
     return counts
+
+
+def move_validation(output_dir: str, val_rows: Sequence[dict]) -> list[dict]:
+    """Move the validation photos from ``train/<class>/<name>`` to ``val/<class>__<name>``
+    (one flat folder: ``eval.path`` of the compact configs); their rows, renamed."""
+    val_dir = os.path.join(output_dir, "val")
+    if os.path.isdir(val_dir):
+        shutil.rmtree(val_dir)
+    os.makedirs(val_dir)
+    moved = []
+    for r in val_rows:
+        name = r["file"].replace("/", "__")
+        os.replace(os.path.join(output_dir, "train", r["file"]), os.path.join(val_dir, name))
+        moved.append({**r, "file": name})
+    return moved
 
 
 # --------------------------------------------------------------------------- the build
@@ -477,9 +512,13 @@ def build(output_dir: str, cache_dir: str, eval_dir: str | None = None,
         print(f"{name} {package.version}: {sum(r['package'] == name for r in train_rows)} train, "
               f"{sum(r['package'] == name for r in eval_rows)} eval", flush=True)
     _check_disjoint(train_rows, eval_rows)
+    train_rows, val_rows = split_validation(train_rows)
+    val_rows = move_validation(output_dir, val_rows)
     write_csv(os.path.join(output_dir, "manifest.csv"), train_rows, MANIFEST_COLUMNS)
+    write_csv(os.path.join(output_dir, "val_manifest.csv"), val_rows, MANIFEST_COLUMNS)
     counts = write_lists(output_dir, train_rows)
-    result = {"train": train_rows, "eval": eval_rows, "counts": counts}
+    counts["val"] = len(val_rows)
+    result = {"train": train_rows, "val": val_rows, "eval": eval_rows, "counts": counts}
     if eval_dir is not None and eval_rows:
         result["eval_manifest"] = write_eval_set(eval_dir, eval_rows)
         if commit_dir:
