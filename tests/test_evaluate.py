@@ -115,6 +115,32 @@ def test_missing_predictions_and_size_mismatch_are_named(folders, tmp_path, caps
     assert rc == 2 and str(pred / "chelsea.png") in err and "12x10" in err
 
 
+def test_console_says_what_is_not_scored_and_what_is_grey_against_colour(folders, tmp_path,
+                                                                         capsys):
+    pred = tmp_path / "pred"
+    os.makedirs(pred)
+    astronaut = cv2.imread(str(folders / "pred" / "astronaut.png"))
+    cv2.imwrite(str(pred / "astronaut.png"), cv2.cvtColor(astronaut, cv2.COLOR_BGR2GRAY))  # grey
+    _write(pred / "chelsea.png", cv2.imread(str(folders / "pred" / "chelsea.png"))[..., ::-1])
+    _write(pred / "stray.png", np.zeros((16, 16, 3), np.uint8))      # no ground truth
+    rc = evaluate_cli.main(["--pred", str(pred), "--gt", str(folders / "gt"), "--no-lpips",
+                            "--allow-missing", "--quiet", "--output", str(tmp_path / "out")])
+    err = [l for l in capsys.readouterr().err.splitlines() if l.startswith("note:")]
+    assert rc == 0
+    assert err == [
+        "note: 1 ground-truth image(s) have no prediction and are not scored: coffee",
+        f"note: 1 prediction(s) in {pred} have no ground truth in {folders / 'gt'} and are not "
+        "scored: stray",
+        f"note: {pred / 'astronaut.png'} is grey and its ground truth "
+        f"{folders / 'gt' / 'astronaut.png'} is colour: scored with the grey one repeated to R, "
+        "G and B"]
+    with open(tmp_path / "out" / "metrics.json") as f:
+        inputs = json.load(f)["inputs"]
+    assert [m["pred_is"] for m in inputs["colour_mismatch"]] == ["grey"]
+    assert evaluate.is_grey(np.repeat(np.linspace(0, 1, 6).reshape(2, 3, 1), 3, axis=2))
+    assert not evaluate.is_grey(np.linspace(0, 1, 18).reshape(2, 3, 3))
+
+
 @pytest.mark.parametrize("size,crop", [(8, 4), (16, 4)])
 def test_images_too_small_for_the_crop_or_the_ssim_window_are_named(tmp_path, capsys, size, crop):
     """8 px: the 4 px border crop leaves nothing; 16 px: 8 px are left, under SSIM's 11 px."""

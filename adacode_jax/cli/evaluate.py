@@ -44,10 +44,30 @@ def _evaluator_kwargs(args) -> dict[str, Any]:
                 lpips_nets=() if args.no_lpips else tuple(args.lpips), fd_vgg19=args.fd_vgg19)
 
 
+def _listed(stems: list[str], n: int = 5) -> str:
+    return ", ".join(stems[:n]) + (f" and {len(stems) - n} more" if len(stems) > n else "")
+
+
+def _notes(inputs: dict[str, Any]) -> list[str]:
+    """What the scores leave out or score differently, one console line each."""
+    lines = [f"note: {item['file']}: skipped, {item['reason']}" for item in inputs.get("skipped", ())]
+    if inputs.get("missing_pred"):
+        lines.append(f"note: {len(inputs['missing_pred'])} ground-truth image(s) have no "
+                     f"prediction and are not scored: {_listed(inputs['missing_pred'])}")
+    if inputs.get("unmatched_pred"):
+        lines.append(f"note: {len(inputs['unmatched_pred'])} prediction(s) in {inputs['pred']} "
+                     f"have no ground truth in {inputs['gt']} and are not scored: "
+                     f"{_listed(inputs['unmatched_pred'])}")
+    for m in inputs.get("colour_mismatch", ()):
+        lines.append(f"note: {m['pred']} is {m['pred_is']} and its ground truth {m['gt']} is "
+                     f"{m['gt_is']}: scored with the grey one repeated to R, G and B")
+    return lines
+
+
 def _finish(results: dict[str, Any], args) -> int:
     from adacode_jax.evaluation import evaluate
-    for item in results["inputs"].get("skipped", ()):
-        print(f"note: {item['file']}: skipped, {item['reason']}", file=sys.stderr)
+    for line in _notes(results["inputs"]):
+        print(line, file=sys.stderr)
     print(evaluate.format_results(results, per_image=not args.quiet))
     if args.output:
         paths = evaluate.write_results(results, args.output)

@@ -217,6 +217,23 @@ def _mean(values: list[float | None]) -> float | None:
     return float(np.mean(values))
 
 
+def is_grey(image: np.ndarray) -> bool:
+    """Whether an RGB image (as :func:`adacode_jax.images.read_image` gives it: grey files come
+    repeated to RGB) has R = G = B everywhere."""
+    return bool(np.array_equal(image[..., 0], image[..., 1])
+                and np.array_equal(image[..., 1], image[..., 2]))
+
+
+def _colour_mismatch(pred: np.ndarray, gt: np.ndarray, pred_file: str, gt_file: str
+                     ) -> dict[str, str] | None:
+    """A note's data when one of the pair is grey and the other colour, else None."""
+    p, g = is_grey(pred), is_grey(gt)
+    if p == g:
+        return None
+    return {"pred": pred_file, "gt": gt_file, "pred_is": "grey" if p else "colour",
+            "gt_is": "grey" if g else "colour"}
+
+
 def evaluate_folders(pred_dir: str, gt_dir: str, *, evaluator: Evaluator | None = None,
                      strip_suffix: str = "", allow_missing: bool = False, progress: bool = True,
                      max_pixels: int | None = None, **evaluator_kwargs) -> dict[str, Any]:
@@ -237,13 +254,16 @@ def evaluate_folders(pred_dir: str, gt_dir: str, *, evaluator: Evaluator | None 
                               f"{', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''} "
                               "(pass --allow-missing to evaluate the others)")
     evaluator = evaluator or Evaluator(**evaluator_kwargs)
-    per_image = {}
+    per_image, mismatched = {}, []
     for stem, pred_file, gt_file in tqdm.tqdm(pairs, desc="evaluate", unit="image", disable=not progress):
         try:
             pred = data_io.read_image(pred_file, max_pixels=max_pixels)
             gt = data_io.read_image(gt_file, max_pixels=max_pixels)
         except data_io.ImageReadError as e:
             raise EvaluationError(e.what, e.fix) from e
+        mismatch = _colour_mismatch(pred, gt, pred_file, gt_file)
+        if mismatch:
+            mismatched.append(mismatch)
         per_image[stem] = evaluator(pred, gt, name=pred_file)
     columns = [c for c in METRIC_COLUMNS if c in next(iter(per_image.values()))]
     mean = {c: _mean([row[c] for row in per_image.values()]) for c in columns}
@@ -253,7 +273,7 @@ def evaluate_folders(pred_dir: str, gt_dir: str, *, evaluator: Evaluator | None 
     results = {"protocol": evaluator.protocol, "mean": mean, "per_image": per_image,
                "inputs": {"pred": os.path.abspath(pred_dir), "gt": os.path.abspath(gt_dir),
                           "n_images": len(per_image), "missing_pred": missing,
-                          "unmatched_pred": extra,
+                          "unmatched_pred": extra, "colour_mismatch": mismatched,
                           "skipped": [{"file": p, "reason": r} for p, r in skipped]}}
     if null_means:
         results["mean_null_reason"] = null_means
