@@ -298,11 +298,30 @@ def test_cli_inpainting_with_and_without_mask(tmp_path, capsys):
     cv2.imwrite(str(tmp_path / "in" / "a.png"), img[..., ::-1])
     cv2.imwrite(str(tmp_path / "in" / "b.png"), img[::-1, :, ::-1])
     cv2.imwrite(str(tmp_path / "masks" / "a.png"), mask)
-    rc = restore_cli.main(["--checkpoint", ckpt, "--task", "inpaint", "-i", str(tmp_path / "in"),
-                       "--mask", str(tmp_path / "masks"), "-o", str(tmp_path / "out"), "--no-progress"])
-    err = capsys.readouterr().err
+    def run(*extra, out="out"):
+        rc = restore_cli.main(["--checkpoint", ckpt, "--task", "inpaint", "-i", str(tmp_path / "in"),
+                               "-o", str(tmp_path / out), "--no-progress", *extra])
+        return rc, capsys.readouterr().err.strip().splitlines()
+
+    # refused before any image is restored: a mask folder lacking b's mask, or no mask at all
+    rc, err = run("--mask", str(tmp_path / "masks"))
+    assert rc == 2 and err[-1] == (
+        f"error: {tmp_path / 'masks'}: no mask for 1 of 2 input(s) (b.png); add masks with the "
+        "same relative path and stem, or pass --white-holes instead of --mask")
+    assert not (tmp_path / "out").exists()
+    rc, err = run()
+    assert rc == 2 and err[-1].startswith("error: inpainting needs the holes: give --mask")
+    rc, err = run("--mask", str(tmp_path / "masks" / "a.png"))
+    assert rc == 2 and "a single mask file is for a single input image" in err[-1]
+    rc, err = run("--white-holes", "--mask", str(tmp_path / "masks"))
+    assert rc == 2 and err[-1] == ("error: --white-holes is for inpainting without --mask; drop "
+                                   "it or --mask")
+    # asked for: the white pixels of the images are the holes
+    rc, _ = run("--white-holes", out="white")
     assert rc == 0
-    assert "b.png: no mask, nothing painted" in err and "a.png: no mask" not in err
+    cv2.imwrite(str(tmp_path / "masks" / "b.png"), mask)
+    rc, _ = run("--mask", str(tmp_path / "masks"))
+    assert rc == 0
     r = restore.Restorer(model, variables, tile=0)
     painted = img.copy()
     painted[mask > 0] = 255
@@ -311,3 +330,5 @@ def test_cli_inpainting_with_and_without_mask(tmp_path, capsys):
     np.testing.assert_array_equal(got, r.restore(img, mask=mask > 0))
     np.testing.assert_array_equal(got, r.restore(img, mask=np.dstack([mask] * 3)))   # RGB uint8 mask
     assert not np.array_equal(got, r.restore(img))
+    white = cv2.imread(str(tmp_path / "white" / "a.png"))[..., ::-1]
+    np.testing.assert_array_equal(white, r.restore(img))

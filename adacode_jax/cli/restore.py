@@ -70,7 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-i", "--input", required=True, help="an image file or a folder (recursive)")
     p.add_argument("-o", "--output", required=True, help="output folder (created)")
     p.add_argument("--mask", help="inpainting: a mask file (white = hole) or a folder of masks "
-                   "with the inputs' relative paths")
+                   "with the inputs' relative paths; every input needs one")
+    p.add_argument("--white-holes", action="store_true",
+                   help="inpainting without --mask: the white pixels already in the images are "
+                        "the holes")
     p.add_argument("--outscale", type=_outscale_arg, default=None, metavar="S",
                    help="final size as a multiple of the input's (as Real-ESRGAN's --outscale): "
                         "the network's output is resized to it (Lanczos up, area down); "
@@ -150,6 +153,32 @@ def device_context(spec: str):
     return jax.default_device(devices[i])
 
 
+def _mask_problem(args, jobs, inpainting: bool) -> str | None:
+    """Set each job's mask; the one-line error when an inpainting run lacks masks (checked
+    before any image is restored), else None."""
+    from adacode_jax.inference import batch as batch_restore
+    if args.white_holes and (args.mask or not inpainting):
+        return ("--white-holes is for inpainting without --mask; drop it"
+                + (" or --mask" if inpainting else ""))
+    for job in jobs:
+        job.mask = batch_restore.find_mask(args.mask, job, os.path.isfile(args.input))
+    if not inpainting or args.white_holes:
+        return None
+    if not args.mask:
+        return ("inpainting needs the holes: give --mask (a mask file, white = hole, or a folder "
+                "of masks with the inputs' relative paths), or --white-holes to take the white "
+                "pixels already in the images as the holes")
+    lacking = [job.rel for job in jobs if not job.mask]
+    if lacking:
+        where = ("a single mask file is for a single input image; give a folder of masks"
+                 if os.path.isfile(args.mask) else
+                 "add masks with the same relative path and stem, or pass --white-holes "
+                 "instead of --mask")
+        return (f"{args.mask}: no mask for {len(lacking)} of {len(jobs)} input(s) "
+                f"({', '.join(lacking[:5])}{' ...' if len(lacking) > 5 else ''}); {where}")
+    return None
+
+
 def _main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     with device_context(args.device):
@@ -199,8 +228,9 @@ def _restore(args) -> int:
         return common.fail(f"{args.mask}: --mask is for inpainting, but this checkpoint "
                            f"super-resolves (x{restorer.scale}); drop --mask or give an "
                            "inpainting checkpoint")
-    for job in jobs:
-        job.mask = batch_restore.find_mask(args.mask, job, os.path.isfile(args.input))
+    problem = _mask_problem(args, jobs, inpainting=restorer.scale == 1 and restorer.model.lq_stage)
+    if problem:
+        return common.fail(problem)
     if jax.default_backend() == "cpu" and restorer.model.dtype == jnp.bfloat16:
         err("note: bfloat16 on CPU is emulated and slower than float32")
     err(f"network: {restorer.description} (x{restorer.scale}, {restorer.model.dtype.__name__}) "

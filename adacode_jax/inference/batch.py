@@ -230,10 +230,6 @@ def restore_files(restorer: Restorer, jobs: list[Job], output_dir: str, *, suffi
             mask = None
             if job.mask:
                 mask = imageio.read_mask(job.mask, image.shape[:2])
-            elif restorer.scale == 1 and restorer.model.lq_stage:
-                report.notes.append(f"{job.source}: no mask, nothing painted; white pixels already "
-                                    "in the image are treated as holes")
-                note(f"note: {report.notes[-1]}")
             out, maps = restorer.restore_with_maps(image, mask)   # refuses NaN/Inf outputs
             if np.issubdtype(out.dtype, np.floating) and not np.isfinite(out).all():
                 raise ValueError("the output holds NaN/Inf values and was not written; "
