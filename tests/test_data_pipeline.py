@@ -244,8 +244,27 @@ def test_unexpected_errors_of_one_record_are_skipped_and_named(caplog):
     assert "flaky[2]: RuntimeError: decoder exploded" in caplog.text
 
 
-def test_a_source_of_only_bad_files_stops_with_an_error(tmp_path, monkeypatch):
+def test_a_source_of_only_bad_files_is_refused_before_training(tmp_path, caplog):
+    for i in range(12):
+        (tmp_path / f"bad{i:02d}.png").write_bytes(b"junk")
+    with pytest.raises(pipeline.UnusableSourceError) as e:
+        pipeline.make_iterator(_config(str(tmp_path)))
+    # one line naming the source, how many were tried and the first file's reason
+    assert str(e.value).startswith("data.sources[0]: none of 8 sampled images of its 12 can be "
+                                   f"read (e.g. {tmp_path / 'bad00.png'}: ")
+    assert str(e.value).endswith("; check the files or remove the source")
+    assert "\n" not in str(e.value)
+    # some bad ones: a warning, and training goes on
+    io.write_png(str(tmp_path / "good.png"), np.full((80, 80, 3), 0.5, np.float32))
+    with caplog.at_level(logging.WARNING):
+        assert pipeline.check_source(pipeline.open_sources(_config(str(tmp_path)))[0],
+                                     [str(tmp_path / n) for n in ("good.png", "bad00.png")], 0) == 1
+    assert "data.sources[0]: 1 of 2 sampled images are unusable" in caplog.text
+
+
+def test_a_long_run_of_bad_records_stops_with_an_error(tmp_path, monkeypatch):
     monkeypatch.setattr(pipeline, "MAX_CONSECUTIVE_BAD", 20)  # 1000 in real runs
+    monkeypatch.setattr(pipeline, "SOURCE_SAMPLE", 0)        # past the up-front check
     for i in range(3):
         (tmp_path / f"bad{i}.png").write_bytes(b"junk")
     it = pipeline.make_iterator(_config(str(tmp_path)))

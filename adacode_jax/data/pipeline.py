@@ -30,8 +30,41 @@ import jax
 import ml_collections
 import numpy as np
 
+from adacode_jax import errors
 from adacode_jax.data import examples
 from adacode_jax.data import sources as sources_lib
+
+# Images of each source decoded before training starts (spread over its keys).
+SOURCE_SAMPLE = 8
+
+
+class UnusableSourceError(errors.UserError, ValueError):
+    """A training source none of whose sampled images can be read (the message names it)."""
+
+
+def check_source(src: sources_lib.Source, keys: list, index: int,
+                 sample: int | None = None) -> int:
+    """Decode up to ``sample`` (default :data:`SOURCE_SAMPLE`) of ``keys`` (evenly spread)
+    before any work; refuse the source when none decodes, warn when some do not. Returns how
+    many were unusable."""
+    sample = SOURCE_SAMPLE if sample is None else sample
+    picked = keys[:: max(1, len(keys) // max(sample, 1))][:sample]
+    failures = []
+    for key in picked:
+        try:
+            src.load(key)
+        except Exception as e:  # pylint: disable=broad-except  (as MakeExample: any error is bad)
+            what = str(getattr(e, "what", e))     # a UserError's fix is ours to give
+            failures.append(what if src.describe(key) in what else f"{src.describe(key)}: {what}")
+    if failures and len(failures) == len(picked):
+        raise UnusableSourceError(
+            f"data.sources[{index}]: none of {len(picked)} sampled images of its {len(keys)} "
+            f"can be read (e.g. {failures[0]}); check the files or remove the source")
+    if failures:
+        logging.warning("data.sources[%d]: %d of %d sampled images are unusable and will be "
+                        "skipped (e.g. %s)", index, len(failures), len(picked), failures[0])
+    return len(failures)
+
 
 # A run of this many unusable records in a row means the data is broken, not a few bad files.
 MAX_CONSECUTIVE_BAD = 1000
@@ -196,6 +229,7 @@ def build_dataset(config: Any, *, shard_options: grain.sharding.ShardOptions | N
         if not keys:
             raise ValueError(f"source {i} ({type(src).__name__}) has too few images for "
                              f"{shard.shard_count} hosts: host {shard.shard_index} gets none")
+        check_source(src, keys, i)
         ds = grain.MapDataset.source([(i, k) for k in keys])
         if _get(config, "shuffle"):
             ds = ds.shuffle(seed=seed_for(seed, "shuffle", i, shard.shard_index))
