@@ -494,3 +494,29 @@ def test_make_testset_cli_skips_hostile_files_and_refuses_to_overwrite(hostile, 
                                   "manifest.json); pass --overwrite to replace its files or "
                                   "choose another --output"]
     assert make_testset_cli.main(argv + ["--overwrite"]) == 1
+
+
+def test_an_output_folder_that_is_a_file_is_a_usage_error(tmp_path, capsys):
+    from adacode_jax.cli import compare as compare_cli
+    (tmp_path / "in").mkdir()
+    cv2.imwrite(str(tmp_path / "in" / "a.png"), np.zeros((16, 16, 3), np.uint8))
+    taken = tmp_path / "taken.png"
+    taken.write_bytes(b"x")
+    below = taken / "sub"
+    runs = [
+        (restore_cli, ["-i", str(tmp_path / "in"), "-o", str(taken)], str(taken), "-o/--output",
+         "is an existing file"),
+        (restore_cli, ["-i", str(tmp_path / "in"), "-o", str(below)], str(below), "-o/--output",
+         f"is below the file {taken}"),
+        (make_testset_cli, ["--input", str(tmp_path / "in"), "--output", str(taken), "--task",
+                            "sr_x4"], str(taken),
+         "--output", "is an existing file"),
+        (evaluate_cli, ["--pred", str(tmp_path / "in"), "--gt", str(tmp_path / "in"),
+                        "--output", str(taken)], str(taken), "--output", "is an existing file"),
+        (compare_cli, ["--output", str(below)], str(below), "--output", f"is below the file {taken}"),
+    ]
+    for cli, argv, path, flag, where in runs:
+        assert cli.main(argv) == 2, argv
+        assert _err_lines(capsys)[-1] == (f"error: {path}: {flag} must be a folder, and it {where}; "
+                                          "choose another path")
+    assert taken.read_bytes() == b"x"

@@ -47,6 +47,20 @@ def fail(message: str, code: int = 2) -> int:
     return code
 
 
+def output_folder_problem(path: str | None, flag: str = "-o/--output") -> str | None:
+    """The one-line error for an output folder that cannot be one (an existing file, or below
+    one), else None: checked before any work."""
+    if not path:
+        return None
+    probe = os.path.abspath(path)
+    while not os.path.exists(probe) and os.path.dirname(probe) != probe:
+        probe = os.path.dirname(probe)
+    if os.path.exists(probe) and not os.path.isdir(probe):
+        where = "is an existing file" if probe == os.path.abspath(path) else f"is below the file {probe}"
+        return f"{path}: {flag} must be a folder, and it {where}; choose another path"
+    return None
+
+
 def some_failed(lines: Sequence[str], *, total: int | None = None, any_written: bool = True) -> int:
     """A partial failure: ``error: N [of T] file(s) failed; the others were written:`` and one
     indented ``path: reason`` line per failed file, on stderr. Returns exit code 1."""

@@ -39,6 +39,8 @@ def _main(argv: list[str] | None = None) -> int:
     p = build_parser()
     args = p.parse_args(argv)
     testset = args.testset or config_lib.EVALSET
+    if problem := common.output_folder_problem(args.output, "--output"):
+        return common.fail(problem)
     models = common.named_paths(args.model, p, "--model", "CHECKPOINT")
     if args.reconstruct:
         if not models:

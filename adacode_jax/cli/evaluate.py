@@ -129,6 +129,8 @@ def _main(argv: list[str] | None = None) -> int:
             return common.fail(str(e))
         return _finish(results, args)
     args = build_parser().parse_args(argv)
+    if problem := common.output_folder_problem(args.output, "--output"):
+        return common.fail(problem)
     try:
         results = evaluate.evaluate_folders(args.pred, args.gt, strip_suffix=args.pred_suffix,
                                             allow_missing=args.allow_missing, progress=not args.quiet,

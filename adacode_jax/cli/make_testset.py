@@ -41,6 +41,8 @@ def _main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not os.path.isdir(args.input):
         parser.error(f"--input {args.input!r} is not a folder")
+    if problem := common.output_folder_problem(args.output, "--output"):
+        return common.fail(problem)
     from adacode_jax.tools import make_testset
     manifest = make_testset.make_testset(args.input, args.output, args.task, args.seed,
                                          not args.no_progress, overwrite=args.overwrite,

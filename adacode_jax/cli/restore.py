@@ -196,6 +196,8 @@ def _restore(args) -> int:
         err(f"no --checkpoint: using the shipped compact model {shipped}")
     if args.mask and not os.path.exists(args.mask):
         return common.fail(f"{args.mask}: the --mask file or folder does not exist; check the path")
+    if problem := common.output_folder_problem(args.output):
+        return common.fail(problem)
     # the job list and existing outputs are checked before the network is loaded
     existing = "overwrite" if args.overwrite else "skip" if args.skip_existing else "refuse"
     jobs = batch_restore.list_inputs(args.input, args.output, suffix=args.suffix)
