@@ -31,7 +31,7 @@ import numpy as np
 
 from adacode_jax.models import checkpointing
 from adacode_jax import errors
-from adacode_jax.inference import explorer
+from adacode_jax.inference import explorer, safetensors_file
 from adacode_jax import images as imageio
 from adacode_jax.inference import restorer as restore
 from adacode_jax.evaluation import visualize
@@ -44,7 +44,7 @@ KINDS = tuple(TASK_LABELS)
 PREVIEW_SIDE = 2048
 # Results older than this are deleted from the temporary folder when a new one is written.
 KEEP_RESULTS_S = 3600.0
-_STATE_DICT_ENDINGS = (".pth", ".pt", ".npz")
+_STATE_DICT_ENDINGS = (".pth", ".pt", ".npz", ".safetensors")
 
 
 # ---- models ----------------------------------------------------------------------------------
@@ -79,8 +79,9 @@ def _directory_kind(path: str) -> str:
 
 def parse_model(text: str) -> ModelSpec:
     """``[NAME=]PATH[:KIND]`` -> :class:`ModelSpec`. ``KIND`` (sr_x4, sr_x2, inpaint) is needed
-    for an official ``.pth``/``.pt``/``.npz`` and checked against a checkpoint directory;
-    ``NAME`` defaults to the file or directory name."""
+    for an official ``.pth``/``.pt``/``.npz``/``.safetensors`` (unless the ``.safetensors``
+    header names it) and checked against a checkpoint directory; ``NAME`` defaults to the file
+    or directory name."""
     name, sep, rest = text.partition("=")
     if not sep or os.sep in name:
         name, rest = "", text
@@ -97,6 +98,10 @@ def parse_model(text: str) -> ModelSpec:
                                    f"drop :{kind} or give another checkpoint")
         kind = found
     elif path.endswith(_STATE_DICT_ENDINGS):
+        kind = kind or safetensors_file.stored_kind(path)    # adacode-export's files say it
+        if kind is not None and kind not in KINDS:
+            raise errors.UserError(f"--model {text}: {path} holds a {kind!r} network, which the "
+                                   "app does not run", f"give a restoration network ({', '.join(KINDS)})")
         if kind is None:
             raise errors.UserError(f"--model {text}: an official state dict needs its kind",
                                    f"append :{'|:'.join(KINDS)} (e.g. {path}:sr_x4)")

@@ -1,5 +1,7 @@
 """``adacode-export`` / ``python -m adacode_jax.cli.export``: a restoration network for serving,
-as inference parameters plus a StableHLO artefact (library: :mod:`adacode_jax.inference.export`)."""
+as inference parameters plus a StableHLO artefact (library: :mod:`adacode_jax.inference.export`),
+or (``--format safetensors``) any network as one ``.safetensors`` file in the official PyTorch key
+layout (library: :mod:`adacode_jax.inference.safetensors_file`)."""
 from __future__ import annotations
 
 import argparse
@@ -10,7 +12,11 @@ from adacode_jax.cli import common
 EXAMPLES = (
     "adacode-export --checkpoint ckpt/sr_x4 --output serve/sr_x4",
     "adacode-export --checkpoint AdaCode_SR_X4_model_g.pth --task sr --scale 4 --output serve/x4 --shape 256x256",
+    "adacode-export --format safetensors --checkpoint ckpt/sr_x4 --output sr_x4.safetensors",
 )
+FORMATS = ("jax", "safetensors")
+# Options of the jax format only, with their defaults (a safetensors export refuses them).
+_JAX_ONLY = {"task": None, "scale": None, "dtype": "float32", "shape": None}
 
 
 def _shape_arg(text: str) -> tuple[int, int] | None:
@@ -44,13 +50,24 @@ def build_parser() -> argparse.ArgumentParser:
     from adacode_jax.inference import export, restorer as restore
     p = common.ArgumentParser(prog="adacode-export",
                               description="Export a restoration network for serving: model.json + "
-                                          "params (Orbax) and restore.jax_exported (StableHLO).",
+                                          "params (Orbax) and restore.jax_exported (StableHLO); or "
+                                          "any network as one .safetensors file in the official "
+                                          "AdaCode (PyTorch) key layout, for the official code "
+                                          "and spandrel.",
                               examples=EXAMPLES)
-    p.add_argument("--checkpoint", required=True, help="inference checkpoint dir or official .pth/.npz")
-    p.add_argument("--task", choices=restore.TASKS, help="sr or inpaint (needed for .pth/.npz)")
+    p.add_argument("--format", choices=FORMATS, default="jax",
+                   help="jax: a serving folder (model.json + params + StableHLO); safetensors: "
+                        "--output FILE.safetensors, official keys and layouts, from an inference "
+                        "checkpoint folder (any kind, the discriminator too)")
+    p.add_argument("--checkpoint", required=True,
+                   help="inference checkpoint dir or official .pth/.npz/.safetensors")
+    p.add_argument("--task", choices=restore.TASKS,
+                   help="sr or inpaint (needed for .pth/.npz; a .safetensors file adacode-export "
+                        "wrote names its own)")
     p.add_argument("--scale", type=int, choices=restore.SR_SCALES,
                    help="SR factor (default: the checkpoint's, 4 for a state dict)")
-    p.add_argument("--output", required=True, help="output directory (created)")
+    p.add_argument("--output", required=True,
+                   help="output directory (created); a FILE.safetensors for --format safetensors")
     p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                    help="compute dtype inside the exported function (parameters stay float32)")
     p.add_argument("--shape", type=_shape_arg, default=None,
@@ -61,8 +78,42 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _export_safetensors(args, parser) -> int:
+    """``--format safetensors``: an inference checkpoint folder -> one official-layout file;
+    a line on stderr when spandrel could not load it."""
+    import sys
+
+    from adacode_jax.models import checkpointing
+    from adacode_jax.inference import export, safetensors_file, spandrel_check
+
+    given = [f"--{k}" for k, default in _JAX_ONLY.items() if getattr(args, k) != default]
+    given += ["--platforms"] if args.platforms != list(export.PLATFORMS) else []
+    if given:
+        parser.error(f"{', '.join(given)}: only for --format jax")
+    safetensors_file.check_output(args.output)                 # before any work
+    if not os.path.isdir(args.checkpoint):
+        what = "not an inference checkpoint folder" if os.path.exists(args.checkpoint) else \
+            "does not exist"
+        return common.fail(f"{args.checkpoint}: {what}; give the folder training or "
+                           "adacode-convert wrote (convert an official file first)")
+    cfg, variables, meta = checkpointing.load_inference(args.checkpoint)
+    info = {**safetensors_file.provenance(args.checkpoint, meta),
+            "source": str(meta.get("source") or os.path.abspath(args.checkpoint))}
+    header = safetensors_file.export(args.output, cfg, variables, info)
+    path = os.path.abspath(args.output)
+    print(f"exported {cfg.kind} ({header.get('codebooks', 'no codebooks')}) to {path} in the "
+          "official AdaCode key layout")
+    note = spandrel_check.message(path, cfg)
+    if note:
+        print(f"warning: {note}", file=sys.stderr)
+    return 0
+
+
 def _main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.format == "safetensors":
+        return _export_safetensors(args, parser)
     from adacode_jax.inference import export, restorer as restore
     from adacode_jax import models
     try:

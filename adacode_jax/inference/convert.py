@@ -17,6 +17,11 @@ and, under spectral norm, ``kernel`` -> ``weight_orig``, ``u``/``v`` -> ``weight
 Strict by default: missing, unexpected and mis-shaped keys are listed by name and nothing is
 written. Buffers the network recomputes (Swin ``relative_position_index`` and ``attn_mask``,
 ``contrast_cri.*``) are checked against our own values, not copied.
+
+The same mapping, inverted, writes our networks in the official layout
+(:func:`to_state_dict`, :func:`official_buffers`; the ``.safetensors`` files of
+``adacode-export --format safetensors``, :mod:`adacode_jax.inference.safetensors_file`), and
+those files read back here as the ``.pth`` do.
 """
 from __future__ import annotations
 
@@ -38,6 +43,15 @@ from adacode_jax import errors
 from adacode_jax import models
 from adacode_jax.models.swin import relative_position_index, shifted_window_mask
 
+SAFETENSORS_SUFFIX = ".safetensors"
+# The official Swin stacks are built for a 32 x 32 token grid (``SwinLayers(input_resolution=
+# (32, 32))``, whatever the network), which sizes the ``attn_mask`` buffers of their files.
+OFFICIAL_SWIN_GRID = 32
+# The stage III networks (``AdaCodeSRNet_Contrast``) store ``contrast_cri.negatives_mask``, 2B x 2B
+# for the training batch B per GPU of the release (docs/official.md#official-checkpoints); stage I
+# (``FeMaSRNet``), stage II (``AdaCodeSRNet``) and the discriminator have no ``contrast_cri``.
+OFFICIAL_CONTRAST_BATCH = {"sr_x4": 8, "sr_x2": 8, "inpaint": 2}
+
 
 class ConversionError(errors.UserError, ValueError):
     """A state dict does not fit the requested network, or a file is not a state dict; the
@@ -48,11 +62,17 @@ class ConversionError(errors.UserError, ValueError):
 
 def read_state_dict(path: str) -> dict[str, np.ndarray]:
     """A flat ``{key: array}`` from an official ``.pth`` (``{'params': ...}`` or a bare state
-    dict) or a flat ``.npz``."""
+    dict), a flat ``.npz`` or a ``.safetensors`` file."""
+    path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     if not os.path.isfile(path):
-        raise ConversionError(f"{path}: not a regular file", "give the .pth or .npz file")
+        raise ConversionError(f"{path}: not a regular file",
+                              "give the .pth, .npz or .safetensors file")
+    if path.endswith(SAFETENSORS_SUFFIX):
+        from adacode_jax.inference import safetensors_file
+
+        return safetensors_file.read(path)[0]
     try:
         if path.endswith(".npz"):
             with np.load(path, allow_pickle=False) as z:
@@ -140,12 +160,20 @@ def infer_config(sd: Mapping[str, np.ndarray], kind: str) -> ml_collections.Conf
     cfg = models.model_config(kind)
     if kind == "disc":
         return cfg
-    books = tuple(tuple(v.shape) for k, v in sd.items() if "quantize_group" in k)
+    # by index: a .safetensors file lists its keys sorted as text (10 before 2)
+    keys = sorted((k for k in sd if "quantize_group" in k), key=_codebook_index)
+    books = tuple(tuple(sd[k].shape) for k in keys)
     if books:
         cfg.codebooks = books
     if kind == "stage1" and any(k.startswith("conv_semantic.") for k in sd):
         cfg.use_semantic_loss = True
     return cfg
+
+
+def _codebook_index(key: str) -> tuple:
+    head, _, rest = key.partition("quantize_group.")
+    index = rest.split(".", 1)[0]
+    return (head, int(index) if index.isdigit() else -1, key)
 
 
 def expected_keys(model, cfg, variables) -> dict[str, tuple]:
@@ -164,32 +192,66 @@ def _recomputable(key: str) -> bool:
             or key.startswith("contrast_cri."))
 
 
+def _buffer_value(key: str, shape: tuple, window: int) -> np.ndarray | None:
+    """The value the official code gives the derived buffer ``key`` of ``shape`` (the shape
+    says the mask's grid and the contrastive batch), or None for a key that is none."""
+    if key.endswith(".relative_position_index"):
+        return relative_position_index(window).astype(np.int64)
+    if key.endswith(".attn_mask"):
+        side = max(int(round(np.sqrt(shape[0]))) if shape else 1, 1) * window
+        return np.asarray(shifted_window_mask(side, side, window, window // 2), np.float32)
+    if key == "contrast_cri.temperature":
+        return np.array(0.5, np.float32)
+    if key == "contrast_cri.negatives_mask":
+        n = shape[0] if shape else 0
+        return 1.0 - np.eye(n, dtype=np.float32)
+    return None
+
+
 def _check_buffer(key: str, value: np.ndarray, window: int) -> str | None:
     """None if an official derived buffer equals what we compute, else a problem line."""
-    if key.endswith(".relative_position_index"):
-        ok = np.array_equal(value, relative_position_index(window))
-    elif key.endswith(".attn_mask"):
-        n = value.shape[0]
-        side = int(round(np.sqrt(n))) * window
-        ok = np.array_equal(value, np.asarray(shifted_window_mask(side, side, window, window // 2)))
-    elif key == "contrast_cri.temperature":
-        ok = np.allclose(value, 0.5)
-    elif key == "contrast_cri.negatives_mask":
-        n = value.shape[0]
-        ok = value.ndim == 2 and np.array_equal(value, 1.0 - np.eye(n, dtype=value.dtype))
-    else:
+    want = _buffer_value(key, value.shape, window)
+    if want is None:
         return f"  {key}: unknown buffer"
+    if key == "contrast_cri.temperature":
+        ok = value.size == 1 and np.allclose(value, want)
+    else:
+        ok = value.shape == want.shape and np.array_equal(value, want)
     return None if ok else f"  {key}: differs from the value the network computes"
 
 
-def to_variables(sd: Mapping[str, np.ndarray], kind: str, *, strict: bool = True):
+def official_buffers(keys, kind: str, window: int) -> dict[str, np.ndarray]:
+    """The derived buffers an official file of ``kind`` stores beside the parameter ``keys``
+    (official names), valued as the official code computes them: per Swin block
+    ``relative_position_index`` (int64) and, on shifted (odd) blocks, ``attn_mask`` for the
+    official 32 x 32 grid; ``contrast_cri.*`` for the kinds of :data:`OFFICIAL_CONTRAST_BATCH`."""
+    grid = (OFFICIAL_SWIN_GRID // window) ** 2
+    shapes = {}
+    for key in keys:
+        if not key.endswith(".attn.relative_position_bias_table"):
+            continue
+        block = key[: -len(".attn.relative_position_bias_table")]
+        shapes[block + ".attn.relative_position_index"] = None
+        if int(block.rsplit(".", 1)[1]) % 2 == 1 and OFFICIAL_SWIN_GRID > window:
+            shapes[block + ".attn_mask"] = (grid,)       # SwinIR: no shift when grid <= window
+    if kind in OFFICIAL_CONTRAST_BATCH:
+        shapes["contrast_cri.temperature"] = None
+        shapes["contrast_cri.negatives_mask"] = (2 * OFFICIAL_CONTRAST_BATCH[kind],)
+    return {k: _buffer_value(k, shape, window) for k, shape in shapes.items()}
+
+
+def to_variables(sd: Mapping[str, np.ndarray], kind: str, *, strict: bool = True,
+                 config: ml_collections.ConfigDict | None = None):
     """(model config, variables) for ``kind`` from a flat official state dict.
+
+    ``config``: the network to fill (a file's own, :func:`stored_config`); default the official
+    network of ``kind`` with the file's codebooks (:func:`infer_config`).
 
     Raises :class:`ConversionError` listing every missing, unexpected or mis-shaped key (with
     ``strict=False`` missing keys keep their random init and unexpected ones are dropped;
     mis-shaped keys and wrong derived buffers always fail).
     """
-    cfg = infer_config(sd, kind)
+    cfg = infer_config(sd, kind) if config is None else config
     model = models.build(cfg)
     size = {"sr_x4": 64, "sr_x2": 128}.get(kind, 256)
     x = jnp.zeros((1, size, size, 3), jnp.float32)
@@ -304,9 +366,32 @@ def save_checkpoint(output: str, cfg, variables, *, extra: dict | None = None,
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def stored_config(path: str, kind: str) -> ml_collections.ConfigDict | None:
+    """The network config a ``.safetensors`` file of ours carries (its header's ``model``), None
+    for other files (their network is the official one). Refuses (:class:`ConversionError`) a
+    file that holds another kind than ``kind``."""
+    if not os.fspath(path).endswith(SAFETENSORS_SUFFIX):
+        return None
+    from adacode_jax.inference import safetensors_file
+
+    return safetensors_file.stored_config(os.fspath(path), kind)
+
+
+def load_file(path: str, kind: str, *, strict: bool = True):
+    """``(config, variables, number of keys)`` of a ``.pth`` / ``.pt`` / ``.npz`` /
+    ``.safetensors`` file of ``kind`` (:func:`read_state_dict`, :func:`stored_config`,
+    :func:`to_variables`)."""
+    sd = read_state_dict(path)
+    cfg, variables = to_variables(sd, kind, strict=strict, config=stored_config(path, kind))
+    return cfg, variables, len(sd)
+
+
 def load_official(source, kind: str, *, strict: bool = True):
-    """``(model, variables)`` from an official state dict: a ``.pth`` / ``.npz`` path or a
-    ``{key: array}`` dict. ``model`` is a Linen module; see the module docstring."""
-    sd = read_state_dict(source) if isinstance(source, (str, os.PathLike)) else dict(source)
-    cfg, variables = to_variables(sd, kind, strict=strict)
+    """``(model, variables)`` from an official state dict: a ``.pth`` / ``.npz`` /
+    ``.safetensors`` path or a ``{key: array}`` dict. ``model`` is a Linen module; see the
+    module docstring."""
+    if isinstance(source, (str, os.PathLike)):
+        cfg, variables, _ = load_file(source, kind, strict=strict)
+    else:
+        cfg, variables = to_variables(dict(source), kind, strict=strict)
     return models.build(cfg), variables

@@ -7,7 +7,8 @@ Command line::
     python -m adacode_jax.cli.restore --checkpoint CKPT --task inpaint -i DIR --mask MASKS -o DIR
 
 ``CKPT`` is an inference checkpoint directory (``python -m adacode_jax.cli.convert`` or training)
-or an official ``.pth`` / ``.npz`` state dict (``--task``/``--scale`` then pick the network).
+or an official ``.pth`` / ``.npz`` / ``.safetensors`` state dict (``--task``/``--scale`` then pick
+the network; a ``.safetensors`` file written by ``adacode-export`` names its own, as a directory).
 
 Python API::
 
@@ -55,7 +56,7 @@ from absl import logging
 
 from adacode_jax.models import checkpointing
 from adacode_jax.inference.low_freq_fix import low_freq_fix
-from adacode_jax.inference import convert
+from adacode_jax.inference import convert, safetensors_file
 from adacode_jax import errors
 from adacode_jax import hostmem
 from adacode_jax import images as imageio
@@ -71,7 +72,7 @@ ALPHA_MODES = ("bicubic", "network")
 MEMORY_FRACTION = 0.5
 # Default overlap of neighbouring tiles, in input pixels (at least one pad multiple).
 DEFAULT_OVERLAP = 32
-_STATE_DICT_ENDINGS = (".pth", ".pt", ".npz")
+_STATE_DICT_ENDINGS = (".pth", ".pt", ".npz", ".safetensors")
 
 
 # ---- networks ----------------------------------------------------------------------------
@@ -143,13 +144,20 @@ def resolve_dtype(dtype: str | None) -> str:
     return dtype
 
 
+def _names_its_kind(path: str) -> bool:
+    """Whether a checkpoint says which network it holds: a directory (``model.json``) or a
+    ``.safetensors`` file whose header names the kind."""
+    return os.path.isdir(path) or safetensors_file.stored_kind(path) is not None
+
+
 def requested_kind(checkpoint: str, task: str | None, scale: int | None) -> str | None:
-    """The network kind a task and scale ask for; None where the checkpoint directory decides
-    (no task, or ``sr`` without a scale). State dicts default to ×4 for ``sr``."""
+    """The network kind a task and scale ask for; None where the checkpoint directory (or a
+    ``.safetensors`` header) decides (no task, or ``sr`` without a scale). Other state dicts
+    default to ×4 for ``sr``."""
     if task is None and scale is None:
         return None
     task = task or "sr"
-    if task == "sr" and scale is None and os.path.isdir(checkpoint):
+    if task == "sr" and scale is None and _names_its_kind(checkpoint):
         return None
     return kind_for(task, scale if task == "sr" else None)
 
@@ -159,32 +167,36 @@ def load_network(path: str, kind: str | None = None, *, task: str | None = None,
     """``(model config, {"params": ...}, description)`` from a checkpoint.
 
     Args:
-      path: an inference checkpoint directory, or an official ``.pth``/``.pt``/``.npz``.
-      kind: the network kind wanted; required for state dicts, checked against directories.
+      path: an inference checkpoint directory, or an official ``.pth``/``.pt``/``.npz``/
+        ``.safetensors``.
+      kind: the network kind wanted; required for state dicts, checked against directories
+        (and ``.safetensors`` files whose header names the kind).
       task: ``"sr"`` or ``"inpaint"``: checked against a directory's network when no kind is given.
       dtype: compute dtype (see :func:`resolve_dtype`); parameters stay float32.
     """
     path = os.fspath(path)
-    if kind is None and task is not None and not os.path.isdir(path):
+    names_kind = _names_its_kind(path)
+    if kind is None and task is not None and not names_kind:
         kind = kind_for(task)
     if os.path.isdir(path):
         cfg, variables, meta = checkpointing.load_inference(path)
-        family = None if task is None else ("sr_x" if task == "sr" else task)
-        if (kind is not None and cfg.kind != kind) or (family and not cfg.kind.startswith(family)):
-            raise ValueError(f"{path} holds a {cfg.kind!r} network, but {kind or task!r} was asked "
-                             "for; pass the matching --task/--scale or another checkpoint")
         source = meta.get("source", path)
     elif path.endswith(_STATE_DICT_ENDINGS):
-        if kind is None:
+        if kind is None and not names_kind:
             raise ValueError(f"{path} is an official state dict: say which network it holds "
                              "(--task sr --scale 4, --task inpaint, ...)")
-        cfg, variables = convert.to_variables(convert.read_state_dict(path), kind)
+        cfg, variables, _ = convert.load_file(path, kind or safetensors_file.stored_kind(path))
         source = path
     elif os.path.exists(path):
         raise ValueError(f"{path} is neither an inference checkpoint directory nor an official "
                          f"state dict ({', '.join(_STATE_DICT_ENDINGS)})")
     else:
         raise FileNotFoundError(f"checkpoint {path} does not exist")
+    family = None if task is None else ("sr_x" if task == "sr" else task)
+    if names_kind and ((kind is not None and cfg.kind != kind)
+                       or (family and not cfg.kind.startswith(family))):
+        raise ValueError(f"{path} holds a {cfg.kind!r} network, but {kind or task!r} was asked "
+                         "for; pass the matching --task/--scale or another checkpoint")
     if cfg.kind not in models.GENERATOR_KINDS:
         raise ValueError(f"{path} holds a {cfg.kind!r} network, which does not restore images")
     cfg = ml_collections.ConfigDict(cfg.to_dict())
@@ -341,8 +353,9 @@ class Restorer:
         """A restorer from an inference checkpoint directory or an official state dict.
 
         Args:
-          path: checkpoint directory or ``.pth``/``.pt``/``.npz``; None: the model shipped with
-            the package for ``task``/``scale`` (:func:`shipped_model`; ×4 SR today).
+          path: checkpoint directory or ``.pth``/``.pt``/``.npz``/``.safetensors``; None: the
+            model shipped with the package for ``task``/``scale`` (:func:`shipped_model`; ×4 SR
+            today).
           task: ``"sr"`` (with ``scale`` 2 or 4; a directory's own scale when omitted, 4 for a
             state dict), ``"inpaint"``, or a kind such as ``"sr_x4"``; needed for state dicts,
             checked against directories.
