@@ -221,7 +221,7 @@ def test_without_shared_the_checkout_gives_the_reference_weights_and_outputs(mon
         assert module.__name__ == "tests.refweights"
         x = module.make_input((1, 3, 8, 8), 1234)
         assert x.shape == (1, 3, 8, 8) and x.dtype == np.float32
-        out, source = bench._reference_outputs("sr_x4")
+        out, source = bench.reference_outputs("sr_x4")
         assert source == "vendored" and out["out"].shape[:2] == (1, 3)
         # the copy's rounding, which the table names next to errors measured against it
         from tests import refdata

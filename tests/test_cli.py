@@ -88,7 +88,7 @@ def test_every_option_has_help_with_its_default_and_examples(module):
 
 
 @pytest.mark.parametrize("module", ["report", "compare", "comm_report", "model_sizes", "data_bench",
-                                    "corpus"])
+                                    "corpus", "device_check"])
 def test_research_tools_are_front_ends_in_cli(module, capsys):
     """The tools' argparse front ends live in adacode_jax/cli/ with the others' conventions:
     ``main(argv)`` returns the exit code (0 for --help, 2 for a usage error, one line)."""

@@ -15,7 +15,8 @@ import pytest
 
 from adacode_jax.configs._base import REPO
 
-SCRIPTS = [os.path.join(REPO, "launch", n) for n in ("tpu_pod.sh", "slurm_gpu.sbatch")]
+SCRIPTS = [os.path.join(REPO, "launch", n) for n in ("tpu_pod.sh", "slurm_gpu.sbatch",
+                                                     "device_run.sh")]
 TPU = {"TPU_NAME": "adacode-test", "ZONE": "us-west4-a", "CONFIG": "configs/stage3_sr.py:x4",
        "WORKDIR": "gs://bucket/runs/sr x4",
        "EXTRA_ARGS": "--config.train.stage2_checkpoint=gs://bucket/s2/export/generator"}

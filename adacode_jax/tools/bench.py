@@ -120,7 +120,7 @@ def reference_weights_module():
     return tests.refweights if tests else None
 
 
-def _reference_outputs(name: str) -> tuple[dict | None, str | None]:
+def reference_outputs(name: str) -> tuple[dict | None, str | None]:
     """The official outputs for the seed-0 weights and input, and where they came from:
     ``"shared"`` (the reference's float32 arrays), or ``"vendored"`` (the checkout's copy,
     stored at 2^-10 of each array's max, so it adds up to :data:`VENDORED_ROUNDING` of max|ref|
@@ -240,7 +240,7 @@ def inference_case(kind: str, size: int, *, dtype: str = "float32", batch: int =
 
     cfg, variables = _network(kind, dtype, tiny, size)
     model = models.build(cfg)
-    ref, ref_source = (None, None) if tiny else _reference_outputs(kind)
+    ref, ref_source = (None, None) if tiny else reference_outputs(kind)
     if ref is not None and not (ref["input"].shape[-1] == size and batch == 1):
         ref = None
     if x_nchw is not None:
@@ -314,7 +314,7 @@ def train_step_inputs(batch: int, dtype: str = "float32", tiny: bool = False, im
     nets = steps.Networks(models.build(g_cfg), models.build(d_cfg), lpips, None,
                           models.build(t_cfg), g_tx, d_tx, tuple(cfg.frozen))
     state = steps.init_state(nets, g_vars["params"], d_vars)
-    ref = None if tiny else _reference_outputs("losses_sr_x4")[0]
+    ref = None if tiny else reference_outputs("losses_sr_x4")[0]
     if images is not None:
         gt, lq = _nhwc(np.asarray(images["gt"], np.float32)), _nhwc(np.asarray(images["lq"], np.float32))
     elif ref is not None and batch == 2:
