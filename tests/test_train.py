@@ -16,6 +16,7 @@ import pytest
 from adacode_jax.models import checkpointing
 from adacode_jax.training import stages, steps, loop as train
 from adacode_jax.configs._base import REPO
+from adacode_jax.configs import _base as config_lib
 
 CONFIGS = os.path.join(REPO, "configs")
 
@@ -121,6 +122,32 @@ def test_stage3_starts_from_stage2_and_keeps_the_decoder_frozen(chain):
                  "weights/0/mean", "val/psnr"):
         assert term in logged, term
     assert os.path.isdir(os.path.join(chain["sr_x4"], "best", "generator"))
+
+
+def test_a_run_starts_from_an_export_with_init_checkpoint(chain, tmp_path):
+    """G and D from the stage III export (with zero step sizes the run exports their
+    parameters unchanged, bit for bit; D's spectral-norm vectors take their power iteration);
+    an export of another network is refused before anything compiles."""
+    export = os.path.join(chain["sr_x4"], "export")
+    c = get_config("stage3_sr", "x4,tiny")
+    c.train.update(num_steps=1, eval_every=0, image_every=0, lr_g=0.0, lr_d=0.0,
+                   stage2_checkpoint=os.path.join(chain["stage2"], "export", "generator"),
+                   init_checkpoint=os.path.join(export, "generator"))
+    train.train_and_evaluate(c, str(tmp_path / "ft"))
+    for net in ("generator", "discriminator"):
+        _, a, _ = checkpointing.load_inference(os.path.join(export, net))
+        _, b, _ = checkpointing.load_inference(os.path.join(tmp_path, "ft", "export", net))
+        for x, y in zip(jax.tree.leaves(a["params"]), jax.tree.leaves(b["params"]), strict=True):
+            np.testing.assert_array_equal(x, y, err_msg=net)
+    c.train.init_checkpoint = os.path.join(chain["stage2"], "export", "generator")
+    with pytest.raises(config_lib.ConfigError, match="holds a 'stage2' network and this run "
+                                                     "trains 'sr_x4'"):
+        train.train_and_evaluate(c, str(tmp_path / "wrong"))
+    c = get_config("stage1_codebook", "portrait,tiny")
+    c.model.codebooks = ((2 * c.model.codebooks[0][0], c.model.codebooks[0][1]),)
+    c.train.init_checkpoint = os.path.join(chain["portrait"], "export", "generator")
+    with pytest.raises(config_lib.ConfigError, match="does not fit model.*quantize_group.0/embedding"):
+        train.train_and_evaluate(c, str(tmp_path / "wider"))
 
 
 def test_inpainting_stage_runs(chain, tmp_path):

@@ -93,6 +93,11 @@ def base_config(stage: int, kind: str) -> ml_collections.ConfigDict:
     t.stage2_init_from_stage1 = False
     t.stage2_checkpoint = ""
     t.stage2_disc_checkpoint = ""        # '' = <stage2_checkpoint>/../discriminator if present
+    # Start from the weights of an export of the same network (fine-tuning, or continuing a run
+    # whose checkpoints are gone) instead of the initialisation, after the stage chaining
+    # above: G from it, D from <init_checkpoint>/../discriminator if present. The optimiser
+    # state and the step count start fresh.
+    t.init_checkpoint = ""
     # Stage II without stage1_checkpoints would train the weight predictor against random,
     # frozen codebooks: refused unless this is True (tests and experiments on the mechanics).
     t.allow_random_codebooks = False

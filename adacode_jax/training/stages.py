@@ -170,7 +170,36 @@ def prepare_config(config: ml_collections.ConfigDict):
     config_lib.validate(config)
     if config.stage == 3:
         _check_stage2_fits(config, init["teacher"], init.get("disc"), t.stage2_checkpoint, d_path)
+    if t.get("init_checkpoint"):
+        _read_start(config, init)
     return config, init
+
+
+def _read_start(config, init: dict) -> None:
+    """``train.init_checkpoint``: the export's G (and its run's D, if exported) into ``init``,
+    refused unless it is the network ``config`` trains, leaf for leaf."""
+    path = config.train.init_checkpoint
+    cfg, variables, _ = _load_export(path, "train.init_checkpoint")
+    if cfg.get("kind") != config.model.kind:
+        raise config_lib.ConfigError(
+            f"train.init_checkpoint: {path} holds a {cfg.get('kind')!r} network and this run "
+            f"trains {config.model.kind!r}; give an export of the same kind")
+    _, lq_shape = networks.input_shapes(config)
+    want = _shapes(jax.eval_shape(models.build(config.model).init, jax.random.key(0),
+                                  jnp.zeros(lq_shape, jnp.float32))["params"])
+    got = _shapes(variables["params"])
+    bad = sorted(k for k in set(want) | set(got) if want.get(k) != got.get(k))
+    if bad:
+        raise config_lib.ConfigError(
+            f"train.init_checkpoint: {path} does not fit model.* ({len(bad)} leaves missing, "
+            f"extra or of another shape: {_listing(bad)}); give an export of this network, or "
+            "make model.* match it")
+    init["start"] = {"params": variables["params"]}
+    d_path = os.path.join(os.path.dirname(paths.absolute(path).rstrip("/")), "discriminator")
+    if paths.exists(os.path.join(d_path, checkpointing.MODEL_JSON)):
+        _, disc, _ = _load_export(d_path, "train.init_checkpoint")
+        _check_disc_fits(config, disc, d_path)
+        init["start_disc"] = disc
 
 
 def _read_stage1(config, init: dict) -> None:
@@ -222,7 +251,8 @@ def _init_from_stage1(g: dict, stage1: list) -> tuple[dict, int]:
 
 
 def apply_init(state, init: dict, nets, stage: int, state_sh):
-    """Chain stages: codebooks from stage I (stage II); G and D from stage II (stage III)."""
+    """Chain stages: codebooks from stage I (stage II); G and D from stage II (stage III);
+    then everything from ``train.init_checkpoint`` where it is set."""
     g = sharding_lib.to_host(state.g_params)
     d_params, d_spectral = state.d_params, state.d_spectral
     if "codebooks" in init:
@@ -240,6 +270,13 @@ def apply_init(state, init: dict, nets, stage: int, state_sh):
     if "disc" in init:
         d_params = init["disc"]["params"]
         d_spectral = init["disc"]["spectral"]
+    if "start" in init:
+        g, n = _copy_matching(g, init["start"]["params"])
+        logging.info("train.init_checkpoint: all %d generator leaves from the export%s", n,
+                     ", and the discriminator" if "start_disc" in init else "")
+    if "start_disc" in init:
+        d_params = init["start_disc"]["params"]
+        d_spectral = init["start_disc"]["spectral"]
     trainable, _ = steps_lib.split_params(g, nets.frozen)
     new = state.replace(g_params=g, d_params=d_params, d_spectral=d_spectral,
                         g_opt=nets.g_tx.init(trainable), d_opt=nets.d_tx.init(d_params))
