@@ -134,18 +134,26 @@ def _check_stage2_fits(config, teacher: dict, disc: dict | None, g_path: str, d_
         _check_disc_fits(config, disc, d_path)
 
 
-def _check_disc_fits(config, disc: dict, d_path: str):
-    """Refuse a stage II discriminator export that does not fit ``config.disc``."""
+def _misfits(net_cfg: ml_collections.ConfigDict, input_shape: tuple, tree: dict) -> list[str]:
+    """The leaves (``/``-joined) that ``tree`` lacks, has in excess or in another shape than
+    the variables (of the collections ``tree`` holds) of the network ``net_cfg`` on inputs of
+    ``input_shape``."""
+    want = _shapes(jax.eval_shape(models.build(net_cfg).init, jax.random.key(0),
+                                  jnp.zeros(input_shape, jnp.float32)))
+    want = {k: v for k, v in want.items() if k.split("/")[0] in tree}   # its collections
+    got = _shapes(tree)
+    return sorted(k for k in set(want) | set(got) if want.get(k) != got.get(k))
+
+
+def _check_disc_fits(config, disc: dict, d_path: str, what: str = "train.stage2_disc_checkpoint"):
+    """Refuse a discriminator export that does not fit ``config.disc``."""
     gt_shape, _ = networks.input_shapes(config)
-    want = _shapes(jax.eval_shape(models.build(config.disc).init, jax.random.key(0),
-                                  jnp.zeros(gt_shape, jnp.float32)))
-    got = _shapes({c: disc[c] for c in disc})
-    bad = sorted(k for k in set(want) | set(got) if want.get(k) != got.get(k))
+    bad = _misfits(config.disc, gt_shape, {c: disc[c] for c in disc})
     if bad:
         raise config_lib.ConfigError(
-            f"train.stage2_disc_checkpoint: {d_path} does not fit disc.* ({len(bad)} leaves "
-            f"missing, extra or of another shape: {_listing(bad)}); use the discriminator "
-            "of the same stage II run, or make disc.* match it")
+            f"{what}: {d_path} does not fit disc.* ({len(bad)} leaves missing, extra or of "
+            f"another shape: {_listing(bad)}); use the discriminator of the same run, or make "
+            "disc.* match it")
 
 
 def prepare_config(config: ml_collections.ConfigDict):
@@ -185,10 +193,7 @@ def _read_start(config, init: dict) -> None:
             f"train.init_checkpoint: {path} holds a {cfg.get('kind')!r} network and this run "
             f"trains {config.model.kind!r}; give an export of the same kind")
     _, lq_shape = networks.input_shapes(config)
-    want = _shapes(jax.eval_shape(models.build(config.model).init, jax.random.key(0),
-                                  jnp.zeros(lq_shape, jnp.float32))["params"])
-    got = _shapes(variables["params"])
-    bad = sorted(k for k in set(want) | set(got) if want.get(k) != got.get(k))
+    bad = _misfits(config.model, lq_shape, {"params": variables["params"]})
     if bad:
         raise config_lib.ConfigError(
             f"train.init_checkpoint: {path} does not fit model.* ({len(bad)} leaves missing, "
@@ -198,7 +203,7 @@ def _read_start(config, init: dict) -> None:
     d_path = os.path.join(os.path.dirname(paths.absolute(path).rstrip("/")), "discriminator")
     if paths.exists(os.path.join(d_path, checkpointing.MODEL_JSON)):
         _, disc, _ = _load_export(d_path, "train.init_checkpoint")
-        _check_disc_fits(config, disc, d_path)
+        _check_disc_fits(config, disc, d_path, "train.init_checkpoint")
         init["start_disc"] = disc
 
 
