@@ -172,3 +172,9 @@ def test_config_errors_name_the_field():
     c.train.stage2_checkpoint = "/nonexistent/export/generator"
     with pytest.raises(FileNotFoundError, match="stage2_checkpoint"):
         stages.prepare_config(c)
+    c = get_config("stage2_adacode", "compact")                  # 50 warm-up steps, cosine
+    c.train.num_steps = 3
+    with pytest.raises(config_lib.ConfigError, match=r"^invalid config: train.warmup_steps=50 "
+                                                     r"must be below train.num_steps=3 with the "
+                                                     r"cosine schedule"):
+        stages.prepare_config(c)

@@ -263,6 +263,10 @@ def validate(c: ml_collections.ConfigDict) -> None:
     need(c.data.batch_size > 0, "data.batch_size must be positive")
     need(c.train.schedule in ("constant", "cosine"), f"train.schedule={c.train.schedule!r}")
     need(c.train.num_steps > 0, "train.num_steps must be positive")
+    need(c.train.schedule != "cosine" or max(int(c.train.warmup_steps), 1) < c.train.num_steps,
+         f"train.warmup_steps={c.train.warmup_steps} must be below train.num_steps="
+         f"{c.train.num_steps} with the cosine schedule (it decays over the steps after the "
+         "warm-up); lower warmup_steps or raise num_steps")
     need(c.train.d_one_batch in (-1, 0, 1), f"train.d_one_batch={c.train.d_one_batch} (-1, 0 or 1)")
     # 0 would mean "never" for these, which the loop cannot honour (it logs and saves the
     # last step) and a resume cannot start from; eval_every/image_every 0 = never is valid.
