@@ -29,13 +29,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from typing import Any, Mapping
 
 import ml_collections
 import numpy as np
 
-from adacode_jax import errors
+from adacode_jax import errors, files
 from adacode_jax.inference import convert
 
 SUFFIX = convert.SAFETENSORS_SUFFIX
@@ -114,22 +113,12 @@ def _card_fields(text: str) -> dict[str, str]:
 
 
 def write(path: str, tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str]) -> str:
-    """Write ``tensors`` with ``metadata`` to ``path`` all at once (a temporary file beside it,
-    then renamed); returns the absolute path."""
-    from safetensors.numpy import save_file
+    """Write ``tensors`` with ``metadata`` to ``path`` all at once
+    (:func:`adacode_jax.files.atomic_write_bytes`); returns the absolute path."""
+    from safetensors.numpy import save
 
-    path = os.path.abspath(path)
-    folder = os.path.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(dict(tensors), tmp, metadata=dict(metadata))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return files.atomic_write_bytes(os.path.abspath(path),
+                                    save(dict(tensors), metadata=dict(metadata)))
 
 
 def check_output(path: str) -> None:
