@@ -183,6 +183,13 @@ def prepare_config(config: ml_collections.ConfigDict):
     return config, init
 
 
+def _discriminator_beside(generator_export: str) -> str:
+    """Where a run exported the discriminator of ``generator_export`` (``export/discriminator``
+    beside ``export/generator``)."""
+    return os.path.join(os.path.dirname(paths.absolute(generator_export).rstrip("/")),
+                        "discriminator")
+
+
 def _read_start(config, init: dict) -> None:
     """``train.init_checkpoint``: the export's G (and its run's D, if exported) into ``init``,
     refused unless it is the network ``config`` trains, leaf for leaf."""
@@ -200,7 +207,7 @@ def _read_start(config, init: dict) -> None:
             f"extra or of another shape: {_listing(bad)}); give an export of this network, or "
             "make model.* match it")
     init["start"] = {"params": variables["params"]}
-    d_path = os.path.join(os.path.dirname(paths.absolute(path).rstrip("/")), "discriminator")
+    d_path = _discriminator_beside(path)
     if paths.exists(os.path.join(d_path, checkpointing.MODEL_JSON)):
         _, disc, _ = _load_export(d_path, "train.init_checkpoint")
         _check_disc_fits(config, disc, d_path, "train.init_checkpoint")
@@ -229,8 +236,7 @@ def _read_stage2(config, init: dict) -> str:
             f"{t.stage2_checkpoint}: expected a stage II (HQ, K codebooks) network")
     config.model.codebooks = tuple(tuple(c) for c in cfg_hq.codebooks)
     init["teacher_cfg"], init["teacher"] = cfg_hq, {"params": teacher["params"]}
-    d_path = t.stage2_disc_checkpoint or os.path.join(os.path.dirname(
-        paths.absolute(t.stage2_checkpoint).rstrip("/")), "discriminator")
+    d_path = t.stage2_disc_checkpoint or _discriminator_beside(t.stage2_checkpoint)
     if paths.exists(os.path.join(d_path, checkpointing.MODEL_JSON)):
         _, init["disc"], _ = _load_export(d_path, "train.stage2_disc_checkpoint")
     elif t.stage2_disc_checkpoint:
