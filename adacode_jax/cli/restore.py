@@ -154,14 +154,11 @@ def device_context(spec: str):
 
 
 def _mask_problem(args, jobs, inpainting: bool) -> str | None:
-    """Set each job's mask; the one-line error when an inpainting run lacks masks (checked
+    """The one-line error when an inpainting run lacks masks (the jobs' masks found; checked
     before any image is restored), else None."""
-    from adacode_jax.inference import batch as batch_restore
     if args.white_holes and (args.mask or not inpainting):
         return ("--white-holes is for inpainting without --mask; drop it"
                 + (" or --mask" if inpainting else ""))
-    for job in jobs:
-        job.mask = batch_restore.find_mask(args.mask, job, os.path.isfile(args.input))
     if not inpainting or args.white_holes:
         return None
     if not args.mask:
@@ -230,8 +227,10 @@ def _restore(args) -> int:
         return common.fail(f"{args.mask}: --mask is for inpainting, but this checkpoint "
                            f"super-resolves (x{restorer.scale}); drop --mask or give an "
                            "inpainting checkpoint")
-    problem = _mask_problem(args, jobs, inpainting=restorer.scale == 1 and restorer.model.lq_stage)
-    if problem:
+    for job in jobs:
+        job.mask = batch_restore.find_mask(args.mask, job, os.path.isfile(args.input))
+    inpainting = restorer.scale == 1 and restorer.model.lq_stage
+    if problem := _mask_problem(args, jobs, inpainting):
         return common.fail(problem)
     if jax.default_backend() == "cpu" and restorer.model.dtype == jnp.bfloat16:
         err("note: bfloat16 on CPU is emulated and slower than float32")
