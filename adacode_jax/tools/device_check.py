@@ -53,10 +53,10 @@ VERSIONS = ("jax", "jaxlib", "jax-cuda12-plugin", "jax-cuda12-pjrt", "jax-cuda13
 
 def write_json(path: str, data: dict) -> None:
     """``data`` as JSON at ``path``, replaced atomically (a reader never sees half a file)."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
+    from adacode_jax import files
+
+    with files.atomic_open(path) as f:
         json.dump(data, f, indent=1, sort_keys=True)
-    os.replace(tmp, path)
 
 
 def error_line(e: BaseException) -> str:
@@ -333,11 +333,13 @@ def score(models: dict[str, str], work: str, *, testset: str | None = None,
 # ---- the training run ----------------------------------------------------------------------------
 
 def _metrics(workdir: str) -> list[dict]:
-    path = os.path.join(workdir, "metrics.jsonl")
-    if not os.path.exists(path):
+    """The run's ``metrics.jsonl`` records; none when it logged nothing."""
+    from adacode_jax.evaluation import report
+
+    try:
+        return report.read_metrics(workdir)
+    except FileNotFoundError:
         return []
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def train_report(workdir: str) -> dict:
